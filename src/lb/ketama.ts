@@ -60,6 +60,7 @@ export class Ketama {
   /** Per-server "already asked" stamps for `selectWith`: no allocation, no clearing per call. */
   #seen: Uint32Array;
   #stamp = 0;
+  #walking = false;
   #byName: ByName;
 
   constructor(servers: readonly KetamaServer[]) {
@@ -204,23 +205,34 @@ export class Ketama {
   walk<A>(start: number, isUsable: (index: number, arg: A) => boolean, arg: A): number {
     const hashes = this.#hashes;
     const owners = this.#owners;
-    const seen = this.#seen;
-    const servers = seen.length;
-    let stamp = ++this.#stamp;
-    if (stamp === 0xffffffff) {
-      seen.fill(0);
-      stamp = this.#stamp = 1;
+    // A predicate that walks this same ring would clobber the shared stamps: a nested walk gets
+    // its own (rare, so the allocation does not matter).
+    const nested = this.#walking;
+    const seen = nested ? new Uint32Array(this.#seen.length) : this.#seen;
+    let stamp = 1;
+    if (!nested) {
+      stamp = ++this.#stamp;
+      if (stamp === 0xffffffff) {
+        seen.fill(0);
+        stamp = this.#stamp = 1;
+      }
     }
+    const servers = seen.length;
     let asked = 0;
     const n = hashes.length;
-    for (let t = 0, p = start % n; t < n; t++, p = p + 1 === n ? 0 : p + 1) {
-      const owner = owners[p]!;
-      if (seen[owner] === stamp) continue;
-      seen[owner] = stamp;
-      if (isUsable(owner, arg)) return owner;
-      if (++asked === servers) break;
+    this.#walking = true;
+    try {
+      for (let t = 0, p = start % n; t < n; t++, p = p + 1 === n ? 0 : p + 1) {
+        const owner = owners[p]!;
+        if (seen[owner] === stamp) continue;
+        seen[owner] = stamp;
+        if (isUsable(owner, arg)) return owner;
+        if (++asked === servers) break;
+      }
+      return -1;
+    } finally {
+      this.#walking = nested;
     }
-    return -1;
   }
 
   /**

@@ -128,7 +128,7 @@ function mismatches(keys: readonly string[], got: readonly string[], expect: (ke
   return bad;
 }
 
-test('ketama maps keys exactly as nginx `hash $arg_k consistent`', async (t) => {
+void test('ketama maps keys exactly as nginx `hash $arg_k consistent`', async (t) => {
   // Fails (does not skip) without nginx, with the install hint in the message.
   const bin = findNginx();
   t.diagnostic(`nginx: ${bin}`);

@@ -175,8 +175,8 @@ async function launch(binary: string, prefix: string, port: number, options: Sta
   // -e: the compiled-in error log path may not be writable before the config is read.
   const child = spawn(binary, ['-p', prefix, '-c', confPath, '-e', 'stderr'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => {
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
     stderr += chunk;
   });
   const exited = once(child, 'exit').then(() => undefined);
@@ -201,7 +201,7 @@ async function launch(binary: string, prefix: string, port: number, options: Sta
       throw new Error(`nginx did not accept connections on 127.0.0.1:${port} in time:\n${stderr}`);
     }
     // Not listening yet: wait for nginx to log something, exit, or 20 ms, whichever is first.
-    await Promise.race([exited, once(child.stderr!, 'data'), new Promise((r) => setTimeout(r, 20))]);
+    await Promise.race([exited, once(child.stderr, 'data'), new Promise((r) => setTimeout(r, 20))]);
   }
 
   let stopping: Promise<void> | undefined;
