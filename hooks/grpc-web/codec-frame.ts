@@ -152,14 +152,19 @@ export class GrpcFrameParser {
    */
   push(chunk: Uint8Array): GrpcFrame[] {
     this.#checkUsable();
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const buf = Buffer.isBuffer(chunk)
+      ? chunk
+      : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     const frames: GrpcFrame[] = [];
     let pos = 0;
     const end = buf.length;
     while (pos < end) {
       if (this.#trailerSeen) {
         this.#fail();
-        throw new GrpcCodecError('GRPC_CODEC_DATA_AFTER_TRAILER', 'gRPC-web body continues after the trailer frame');
+        throw new GrpcCodecError(
+          'GRPC_CODEC_DATA_AFTER_TRAILER',
+          'gRPC-web body continues after the trailer frame',
+        );
       }
       if (this.#length < 0) {
         // Fast path: a whole header in this chunk and nothing half-read.

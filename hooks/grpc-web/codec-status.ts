@@ -77,7 +77,14 @@ export function grpcStatusFromHttpStatus(httpStatus: number): GrpcStatusCode {
 }
 
 /** Milliseconds per `grpc-timeout` unit (PROTOCOL-HTTP2.md "TimeoutUnit"). */
-const UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+const UNIT_MS: Readonly<Record<string, number>> = {
+  H: 3_600_000,
+  M: 60_000,
+  S: 1000,
+  m: 1,
+  u: 1e-3,
+  n: 1e-6,
+};
 
 // PROTOCOL-HTTP2.md: "TimeoutValue → {positive integer as ASCII string of at most 8 digits}".
 const TIMEOUT = /^([0-9]{1,8})([HMSmun])$/;

@@ -34,7 +34,9 @@ export class GrpcWebTextEncoder {
   /** Encode the next chunk; the output is always a multiple of 4 characters (possibly empty). */
   push(chunk: Uint8Array): Buffer {
     this.#checkUsable();
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const buf = Buffer.isBuffer(chunk)
+      ? chunk
+      : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (this.#carryLength + buf.length < 3) {
       buf.copy(this.#carry, this.#carryLength);
       this.#carryLength += buf.length;
@@ -101,7 +103,9 @@ export class GrpcWebTextDecoder {
   /** Decode the next chunk of base64 text; returns the bytes of every complete quantum. */
   push(chunk: Uint8Array): Buffer {
     this.#checkUsable();
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const buf = Buffer.isBuffer(chunk)
+      ? chunk
+      : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (this.#carryLength + buf.length < 4) {
       buf.copy(this.#carry, this.#carryLength);
       this.#carryLength += buf.length;
@@ -135,7 +139,10 @@ export class GrpcWebTextDecoder {
     if (held === 0) return EMPTY;
     if (held === 1 || this.#carry.subarray(0, held).includes(EQUALS)) {
       this.#failed = true;
-      throw new GrpcCodecError('GRPC_CODEC_TRUNCATED_BASE64', `gRPC-web text body ended inside a base64 quantum (${held} characters held)`);
+      throw new GrpcCodecError(
+        'GRPC_CODEC_TRUNCATED_BASE64',
+        `gRPC-web text body ended inside a base64 quantum (${held} characters held)`,
+      );
     }
     const parts: Buffer[] = [];
     this.#decodeSegment(this.#carry, 0, held, held - 1, parts);
@@ -162,7 +169,13 @@ export class GrpcWebTextDecoder {
         throw new GrpcCodecError('GRPC_CODEC_BAD_BASE64', 'misplaced "=" in gRPC-web text body');
       }
       const segmentEnd = quantumStart + 4;
-      this.#decodeSegment(text, segmentStart, segmentEnd, ((segmentEnd - segmentStart) / 4) * 3 - padding, parts);
+      this.#decodeSegment(
+        text,
+        segmentStart,
+        segmentEnd,
+        ((segmentEnd - segmentStart) / 4) * 3 - padding,
+        parts,
+      );
       segmentStart = segmentEnd;
       eq = segmentStart < to ? text.indexOf(EQUALS, segmentStart) : -1;
     }
@@ -178,7 +191,10 @@ export class GrpcWebTextDecoder {
     const out = Buffer.from(text.toString('latin1', from, to), 'base64');
     if (out.length !== expectedBytes) {
       this.#failed = true;
-      throw new GrpcCodecError('GRPC_CODEC_BAD_BASE64', 'gRPC-web text body contains characters outside the base64 alphabet');
+      throw new GrpcCodecError(
+        'GRPC_CODEC_BAD_BASE64',
+        'gRPC-web text body contains characters outside the base64 alphabet',
+      );
     }
     parts.push(out);
   }

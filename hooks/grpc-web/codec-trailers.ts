@@ -69,7 +69,10 @@ export function encodeTrailerBlock(headers: GrpcWireHeaders): Buffer {
     if (value === undefined || rawName.startsWith(':')) continue;
     const name = rawName.toLowerCase();
     if (!TOKEN.test(name)) {
-      throw new GrpcCodecError('GRPC_CODEC_BAD_METADATA', `trailer name ${JSON.stringify(rawName)} is not an HTTP token`);
+      throw new GrpcCodecError(
+        'GRPC_CODEC_BAD_METADATA',
+        `trailer name ${JSON.stringify(rawName)} is not an HTTP token`,
+      );
     }
     if (typeof value === 'string') text += line(name, value);
     else for (const v of value) text += line(name, v);
@@ -79,7 +82,10 @@ export function encodeTrailerBlock(headers: GrpcWireHeaders): Buffer {
 
 function line(name: string, value: string): string {
   if (UNSAFE_VALUE.test(value)) {
-    throw new GrpcCodecError('GRPC_CODEC_BAD_METADATA', `trailer ${name} has a value containing CR, LF or NUL`);
+    throw new GrpcCodecError(
+      'GRPC_CODEC_BAD_METADATA',
+      `trailer ${name} has a value containing CR, LF or NUL`,
+    );
   }
   return `${name}: ${value}\r\n`;
 }
@@ -110,7 +116,10 @@ export function decodeTrailerBlock(block: Uint8Array): GrpcHeaderBlock {
     const colon = current.indexOf(':');
     const name = colon === -1 ? '' : current.slice(0, colon).toLowerCase();
     if (!TOKEN.test(name)) {
-      throw new GrpcCodecError('GRPC_CODEC_BAD_TRAILER', `malformed gRPC-web trailer line ${JSON.stringify(current.slice(0, 64))}`);
+      throw new GrpcCodecError(
+        'GRPC_CODEC_BAD_TRAILER',
+        `malformed gRPC-web trailer line ${JSON.stringify(current.slice(0, 64))}`,
+      );
     }
     const value = current.slice(colon + 1).trim();
     const values = out[name];
@@ -161,7 +170,12 @@ export function percentDecodeGrpcMessage(value: string): string {
   const bytes: number[] = [];
   for (let i = 0; i < value.length; i++) {
     const code = value.charCodeAt(i);
-    if (code === 0x25 && i + 2 < value.length && isHex(value.charCodeAt(i + 1)) && isHex(value.charCodeAt(i + 2))) {
+    if (
+      code === 0x25 &&
+      i + 2 < value.length &&
+      isHex(value.charCodeAt(i + 1)) &&
+      isHex(value.charCodeAt(i + 2))
+    ) {
       bytes.push(parseInt(value.slice(i + 1, i + 3), 16));
       i += 2;
     } else if (code < 0x80) {
@@ -267,26 +281,38 @@ export function trailersFromWire(headers: GrpcWireHeaders): GrpcTrailers {
  */
 export function trailersToWire(trailers: GrpcTrailers): GrpcHeaderBlock {
   if (!Number.isInteger(trailers.status) || trailers.status < 0) {
-    throw new GrpcCodecError('GRPC_CODEC_BAD_METADATA', `grpc-status ${trailers.status} is not a non-negative integer`);
+    throw new GrpcCodecError(
+      'GRPC_CODEC_BAD_METADATA',
+      `grpc-status ${trailers.status} is not a non-negative integer`,
+    );
   }
   const out: GrpcHeaderBlock = Object.create(null) as GrpcHeaderBlock;
   out['grpc-status'] = [String(trailers.status)];
   if (trailers.message !== '') out['grpc-message'] = [percentEncodeGrpcMessage(trailers.message)];
   for (const [name, values] of trailers.metadata) {
     if (!GRPC_HEADER_NAME.test(name) || name === 'grpc-status' || name === 'grpc-message') {
-      throw new GrpcCodecError('GRPC_CODEC_BAD_METADATA', `metadata name ${JSON.stringify(name)} is not allowed`);
+      throw new GrpcCodecError(
+        'GRPC_CODEC_BAD_METADATA',
+        `metadata name ${JSON.stringify(name)} is not allowed`,
+      );
     }
     const binary = name.endsWith('-bin');
     const encoded: string[] = [];
     for (const value of values) {
       if (binary) {
         if (typeof value === 'string') {
-          throw new GrpcCodecError('GRPC_CODEC_BAD_METADATA', `metadata ${name} is binary (-bin) and needs Buffer values`);
+          throw new GrpcCodecError(
+            'GRPC_CODEC_BAD_METADATA',
+            `metadata ${name} is binary (-bin) and needs Buffer values`,
+          );
         }
         encoded.push(encodeBinaryMetadataValue(value));
       } else {
         if (typeof value !== 'string' || !GRPC_ASCII_VALUE.test(value)) {
-          throw new GrpcCodecError('GRPC_CODEC_BAD_METADATA', `metadata ${name} needs printable-ASCII string values`);
+          throw new GrpcCodecError(
+            'GRPC_CODEC_BAD_METADATA',
+            `metadata ${name} needs printable-ASCII string values`,
+          );
         }
         encoded.push(value);
       }

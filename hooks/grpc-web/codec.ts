@@ -52,5 +52,11 @@ export {
   parseGrpcContentType,
 } from './codec-content-type.ts';
 export type { GrpcContentType, GrpcProtocol } from './codec-content-type.ts';
-export { GrpcStatus, formatGrpcTimeout, grpcStatusFromHttpStatus, grpcStatusName, parseGrpcTimeout } from './codec-status.ts';
+export {
+  GrpcStatus,
+  formatGrpcTimeout,
+  grpcStatusFromHttpStatus,
+  grpcStatusName,
+  parseGrpcTimeout,
+} from './codec-status.ts';
 export type { GrpcStatusCode } from './codec-status.ts';
