@@ -198,6 +198,11 @@ export class CairnError extends Error {
   readonly source: ErrorSource;
   readonly retryable: Retryable;
   readonly status: number;
+  /**
+   * Set by `failToConnect` / `errorWhileProxy` to ask the engine for another attempt. The engine
+   * still refuses when a retry would be unsafe (body already sent, non-idempotent request sent).
+   */
+  retry: boolean;
 
   constructor(code: ErrorCode, message: string, options: CairnErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -207,6 +212,7 @@ export class CairnError extends Error {
     this.source = options.source ?? info.source;
     this.retryable = options.retryable ?? info.retryable;
     this.status = options.status ?? info.status;
+    this.retry = false;
   }
 }
 

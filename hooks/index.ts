@@ -1,0 +1,3 @@
+/** Ready-made proxies (`cairn/proxies`), each built only from the public API. */
+export { ReverseProxy } from './reverse-proxy.ts';
+export type { ReverseProxyOptions } from './reverse-proxy.ts';

@@ -1,0 +1,107 @@
+/**
+ * The config file (JSON or YAML) and its validation. Every error names the key path and the
+ * reason (`limits.maxHeaderSize: must be >= 1024`), and a bad config never starts a proxy.
+ */
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { CairnError } from './errors.ts';
+import { LOG_LEVELS } from './logger.ts';
+import type { LogLevel } from './logger.ts';
+
+const address = z.string().regex(/^(?:\[[^\]]+\]|[^:]*):\d{1,5}$/, 'must be host:port');
+const ms = z.number().int().positive();
+const url = z
+  .string()
+  .url()
+  .refine((value) => /^https?:\/\//.test(value), 'must be an http:// or https:// URL');
+
+const limits = z
+  .object({
+    maxHeaderSize: z.number().int().min(1024).max(1_048_576),
+    maxHeadersCount: z.number().int().min(8).max(10_000),
+    keepAliveTimeout: ms,
+    headersTimeout: ms,
+    requestTimeout: z.number().int().min(0),
+    maxRequestsPerSocket: z.number().int().min(0),
+  })
+  .strict()
+  .partial();
+
+const peer = z
+  .object({
+    connectTimeout: ms,
+    headersTimeout: ms,
+    idleTimeout: ms,
+    keepAliveTimeout: ms,
+    maxConnections: z.number().int().positive().max(65_536),
+    hostHeader: z.string().min(1),
+    allowH2: z.boolean(),
+    sni: z.string().min(1),
+    tls: z
+      .object({ caFile: z.string().min(1), rejectUnauthorized: z.boolean() })
+      .strict()
+      .partial(),
+  })
+  .strict()
+  .partial();
+
+const forwarding = z
+  .object({ via: z.union([z.string().min(1), z.literal(false)]), xForwarded: z.boolean(), forwarded: z.boolean() })
+  .strict()
+  .partial();
+
+/** The schema of the config file; every key is optional except where noted. */
+export const configSchema = z
+  .object({
+    listen: address.default('127.0.0.1:8080'),
+    admin: z.union([address, z.literal(false)]).default(false),
+    workers: z.number().int().min(1).max(256).default(1),
+    log: z
+      .object({ level: z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]]) })
+      .strict()
+      .partial()
+      .default({}),
+    shutdownTimeout: ms.default(10_000),
+    origins: z.array(url).default([]),
+    limits: limits.default({}),
+    peer: peer.default({}),
+    forwarding: forwarding.default({}),
+  })
+  .strict();
+
+export type CairnConfig = z.output<typeof configSchema>;
+export type CairnConfigInput = z.input<typeof configSchema>;
+
+/** Validate a parsed config object; throws `CAIRN_ERR_CONFIG_INVALID` naming every bad key. */
+export function validateConfig(input: unknown, source = 'config'): CairnConfig {
+  const result = configSchema.safeParse(input ?? {});
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const path = issue.path.length === 0 ? '(top level)' : issue.path.join('.');
+    const keys = issue.code === 'unrecognized_keys' ? `: ${issue.keys.map((k) => `"${k}"`).join(', ')}` : '';
+    return `${path}: ${issue.message}${keys}`;
+  });
+  throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `${source}: ${problems.join('; ')}`);
+}
+
+/** Read and validate a JSON or YAML config file. */
+export async function loadConfigFile(path: string): Promise<CairnConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `${path}: cannot read (${(error as Error).message})`, {
+      cause: error,
+    });
+  }
+  let parsed: unknown;
+  try {
+    parsed = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'} (${(error as Error).message})`, {
+      cause: error,
+    });
+  }
+  return validateConfig(parsed, path);
+}

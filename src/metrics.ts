@@ -1,0 +1,131 @@
+/**
+ * Prometheus metrics (prom-client). Every label child is made here, at startup, so the hot path
+ * only increments; no metric is labelled with an unbounded value.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Counter as CounterT } from 'prom-client';
+
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+type StatusClass = (typeof STATUS_CLASSES)[number];
+
+/** How one origin attempt ended. */
+export type UpstreamOutcome = 'response' | 'connect_error' | 'timeout' | 'error';
+const OUTCOMES: readonly UpstreamOutcome[] = ['response', 'connect_error', 'timeout', 'error'];
+
+/** Why a downstream request was refused before any phase ran. */
+export type DownstreamRejection = 'bad_request' | 'headers_too_large' | 'timeout';
+const REJECTIONS: readonly DownstreamRejection[] = ['bad_request', 'headers_too_large', 'timeout'];
+
+/**
+ * The engine's metrics, in their own registry (scraped from the admin listener's `/metrics`).
+ *
+ * @example
+ * ```ts
+ * const metrics = new CairnMetrics();
+ * metrics.requestDone(200, 0.004);
+ * console.log(await metrics.registry.metrics());
+ * ```
+ */
+export class CairnMetrics {
+  readonly registry: Registry;
+  readonly #requests: Record<StatusClass, CounterT.Internal>;
+  readonly #duration: Histogram;
+  readonly #inFlight: Gauge;
+  readonly #upstream: Record<UpstreamOutcome, CounterT.Internal>;
+  readonly #connectionsCreated: Counter;
+  readonly #connectionsReused: Counter;
+  readonly #rejected: Record<DownstreamRejection, CounterT.Internal>;
+  readonly #retries: Counter;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    const registry = new Registry();
+    this.registry = registry;
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cairn_process_' });
+    const requests = new Counter({
+      name: 'cairn_requests_total',
+      help: 'Downstream requests answered, by status class.',
+      labelNames: ['status_class'],
+      registers: [registry],
+    });
+    this.#requests = labelChildren(requests, STATUS_CLASSES);
+    this.#duration = new Histogram({
+      name: 'cairn_request_duration_seconds',
+      help: 'Time from request arrival to the end of the response.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    });
+    this.#inFlight = new Gauge({
+      name: 'cairn_requests_in_flight',
+      help: 'Downstream requests being processed now.',
+      registers: [registry],
+    });
+    const upstream = new Counter({
+      name: 'cairn_upstream_requests_total',
+      help: 'Origin attempts, by outcome (response, connect_error, timeout, error).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    });
+    this.#upstream = labelChildren(upstream, OUTCOMES);
+    this.#connectionsCreated = new Counter({
+      name: 'cairn_upstream_connections_created_total',
+      help: 'Connections opened to origins.',
+      registers: [registry],
+    });
+    this.#connectionsReused = new Counter({
+      name: 'cairn_upstream_connections_reused_total',
+      help: 'Origin requests sent over a connection that had served an earlier request.',
+      registers: [registry],
+    });
+    const rejected = new Counter({
+      name: 'cairn_downstream_rejected_total',
+      help: 'Requests refused before proxying (malformed, headers too large, timed out).',
+      labelNames: ['reason'],
+      registers: [registry],
+    });
+    this.#rejected = labelChildren(rejected, REJECTIONS);
+    this.#retries = new Counter({
+      name: 'cairn_upstream_retries_total',
+      help: 'Origin attempts that were retries of a failed attempt.',
+      registers: [registry],
+    });
+  }
+
+  requestStarted(): void {
+    this.#inFlight.inc();
+  }
+
+  requestDone(status: number, seconds: number): void {
+    this.#inFlight.dec();
+    const index = Math.floor(status / 100);
+    const cls = STATUS_CLASSES[index - 1];
+    // status 0 (client gone before any response) counts as neither; it is in the access log.
+    if (cls !== undefined) this.#requests[cls].inc();
+    this.#duration.observe(seconds);
+  }
+
+  upstreamAttempt(outcome: UpstreamOutcome): void {
+    this.#upstream[outcome].inc();
+  }
+
+  upstreamRetry(): void {
+    this.#retries.inc();
+  }
+
+  connectionCreated(): void {
+    this.#connectionsCreated.inc();
+  }
+
+  connectionReused(): void {
+    this.#connectionsReused.inc();
+  }
+
+  rejected(reason: DownstreamRejection): void {
+    this.#rejected[reason].inc();
+  }
+}
+
+function labelChildren<K extends string>(counter: Counter, values: readonly K[]): Record<K, CounterT.Internal> {
+  const children = {} as Record<K, CounterT.Internal>;
+  for (const value of values) children[value] = counter.labels(value);
+  return children;
+}
