@@ -1,0 +1,408 @@
+/**
+ * The pass-through benchmark: Cairn against the origin, a bare Node server, http-proxy,
+ * @fastify/reply-from and nginx, in one run, alternating targets within every round.
+ *
+ *   npm run bench                              # the full run (3 rounds, 5 s each, 1k + 64k)
+ *   npm run bench -- --quick                   # smoke run: 1 round, 2 s (not a result)
+ *   npm run bench -- --targets cairn,nginx --sizes 1k --rounds 5
+ *
+ * Writes bench/results/passthrough.json (raw, per round) and regenerates bench/RESULTS.md from
+ * every results file (bench/report.ts). See bench/README.md for the method and how to read it.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  descendants,
+  freePort,
+  installCleanupHandlers,
+  isStopping,
+  probe,
+  startChild,
+  stopAll,
+  stopChild,
+  tasksetAvailable,
+  waitReady,
+  type RunningChild,
+} from './lib/children.ts';
+import { pickLoadGenerator, runLoad, type LoadGeneratorName } from './lib/load.ts';
+import { coreBusyBetween, cpuSeconds, machineInfo, readCoreTimes } from './lib/machine.ts';
+import { scrapeReuse } from './lib/metrics.ts';
+import type { PassthroughResults, PassthroughSample, TargetStatus } from './lib/results.ts';
+import { parseSize } from './lib/sizes.ts';
+import { TARGETS, TARGET_NAMES, type Launch, type TargetDef } from './lib/targets.ts';
+import { writeReport } from './report.ts';
+import { renderPassthrough } from './report/passthrough.ts';
+
+const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.dirname(BENCH_DIR);
+
+const HELP = `Usage: npm run bench -- [options]
+
+  --targets a,b,c     targets to run (default: all)
+                      ${TARGET_NAMES.join(', ')}
+  --sizes 1k,64k      response body sizes (default: 1k,64k)
+  --rounds N          rounds; every target runs once per size per round (default: 3)
+  --duration S        measured seconds per sample, whole (default: 5)
+  --warmup S          unmeasured seconds before each sample, whole (default: 1)
+  --connections N     concurrent connections (default: 50)
+  --quick             smoke run: 1 round, 2 s; marked as not a result
+  --loadgen NAME      wrk | autocannon | auto (default: auto = wrk if installed)
+  --proxy-core N      core for the target under test (default: 0)
+  --loadgen-core N    core for the load generator (default: 1)
+  --origin-core N     core for the origin (default: 1, shared with the load generator)
+  --no-pin            do not use taskset
+  --results-dir DIR   where passthrough.json goes (default: bench/results)
+  --report FILE       the RESULTS.md to regenerate (default: bench/RESULTS.md; "none" to skip)
+  --help
+`;
+
+interface Options {
+  targets: TargetDef[];
+  sizes: string[];
+  rounds: number;
+  durationSec: number;
+  warmupSec: number;
+  connections: number;
+  smoke: boolean;
+  loadgen: LoadGeneratorName;
+  proxyCore: number | null;
+  loadgenCore: number | null;
+  originCore: number | null;
+  resultsDir: string;
+  reportFile: string | null;
+}
+
+function positive(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${value}"`);
+  return n;
+}
+
+function core(name: string, value: string | undefined, fallback: number): number {
+  const n = value === undefined ? fallback : Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a core number, got "${value}"`);
+  return n;
+}
+
+function parseOptions(argv: string[]): Options | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      targets: { type: 'string' },
+      sizes: { type: 'string', default: '1k,64k' },
+      rounds: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      loadgen: { type: 'string', default: 'auto' },
+      'proxy-core': { type: 'string' },
+      'loadgen-core': { type: 'string' },
+      'origin-core': { type: 'string' },
+      'no-pin': { type: 'boolean', default: false },
+      'results-dir': { type: 'string' },
+      report: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return null;
+  }
+  const names =
+    values.targets === undefined
+      ? TARGET_NAMES
+      : values.targets
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '');
+  const targets = names.map((n) => {
+    const t = TARGETS.find((d) => d.name === n);
+    if (t === undefined) throw new Error(`unknown target "${n}"; known: ${TARGET_NAMES.join(', ')}`);
+    return t;
+  });
+  const sizes = values.sizes
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== '');
+  for (const s of sizes)
+    if (parseSize(s) === null) throw new Error(`bad size "${s}" (examples: 512, 1k, 64k, 1m; at most 16m)`);
+  if (values.loadgen !== 'auto' && values.loadgen !== 'wrk' && values.loadgen !== 'autocannon')
+    throw new Error('--loadgen must be wrk, autocannon or auto');
+  const quick = values.quick;
+  const cores = os.availableParallelism();
+  const pin = !values['no-pin'] && cores >= 2 && tasksetAvailable();
+  if (!values['no-pin'] && !pin)
+    console.warn(
+      `warning: not pinning (${cores < 2 ? `${cores} core(s)` : 'taskset not available'}); numbers mix target and load generator CPU`,
+    );
+  const opts: Options = {
+    targets,
+    sizes,
+    rounds: Math.floor(positive('rounds', values.rounds, quick ? 1 : 3)),
+    // wrk and autocannon take whole seconds.
+    durationSec: Math.ceil(positive('duration', values.duration, quick ? 2 : 5)),
+    warmupSec: Math.ceil(positive('warmup', values.warmup, 1)),
+    connections: Math.floor(positive('connections', values.connections, 50)),
+    smoke: quick,
+    loadgen: pickLoadGenerator(values.loadgen),
+    proxyCore: pin ? core('proxy-core', values['proxy-core'], 0) : null,
+    loadgenCore: pin ? core('loadgen-core', values['loadgen-core'], 1) : null,
+    originCore: pin ? core('origin-core', values['origin-core'], 1) : null,
+    resultsDir: path.resolve(values['results-dir'] ?? path.join(BENCH_DIR, 'results')),
+    reportFile:
+      values.report === 'none' ? null : path.resolve(values.report ?? path.join(BENCH_DIR, 'RESULTS.md')),
+  };
+  for (const c of [opts.proxyCore, opts.loadgenCore, opts.originCore]) {
+    if (c !== null && c >= cores) throw new Error(`core ${c} does not exist (this machine has ${cores})`);
+  }
+  return opts;
+}
+
+/** A target that is up: its process (null for `direct`), URL and what to scrape. */
+interface LiveTarget {
+  readonly def: TargetDef;
+  readonly port: number;
+  readonly child: RunningChild | null;
+  readonly metricsUrl: string | null;
+  /** Set when the target stops answering or its process dies mid-run: it is skipped from then on. */
+  dropped: string | null;
+}
+
+const statuses = new Map<string, TargetStatus>();
+
+function setStatus(def: TargetDef, s: Omit<TargetStatus, 'name' | 'description'>): void {
+  statuses.set(def.name, { name: def.name, description: def.description, ...s });
+}
+
+/** Starts one launch (and its fallback if the first fails); returns the child or throws. */
+async function startLaunch(
+  launch: Launch,
+  port: number,
+): Promise<{ child: RunningChild; metricsUrl: string | null }> {
+  const spec = launch.spec!;
+  const child = startChild(spec);
+  try {
+    await waitReady(child, `http://127.0.0.1:${port}/1k`, 30_000);
+    return { child, metricsUrl: launch.metricsUrl };
+  } catch (err) {
+    await stopChild(child);
+    launch.cleanup?.();
+    if (launch.fallback?.spec == null) throw err;
+    console.warn(
+      `  ${spec.name}: ${(err as Error).message.split('\n')[0]}; retrying without the admin listener`,
+    );
+    return startLaunch(launch.fallback, port);
+  }
+}
+
+/** Every size must come back 200 with the right number of bytes before we measure it. */
+async function sanityCheck(port: number, sizes: readonly string[]): Promise<void> {
+  for (const size of sizes) {
+    const r = await probe(`http://127.0.0.1:${port}/${size}`);
+    const want = parseSize(size)!;
+    if (r.status !== 200 || r.length !== want)
+      throw new Error(`GET /${size} answered ${r.status} with ${r.length} bytes (want 200 with ${want})`);
+  }
+}
+
+async function startTargets(opts: Options, origin: RunningChild, originPort: number): Promise<LiveTarget[]> {
+  const live: LiveTarget[] = [];
+  const cleanups: (() => void)[] = [];
+  for (const def of opts.targets) {
+    const port = def.name === 'direct' ? originPort : await freePort();
+    const launch = def.launch({
+      originUrl: `http://127.0.0.1:${originPort}`,
+      port,
+      adminPort: await freePort(),
+      core: opts.proxyCore,
+    });
+    if (launch.cleanup !== undefined) cleanups.push(launch.cleanup);
+    process.stdout.write(`starting ${def.name.padEnd(16)} `);
+    try {
+      let child: RunningChild | null = origin;
+      let metricsUrl: string | null = null;
+      if (launch.spec !== null) ({ child, metricsUrl } = await startLaunch(launch, port));
+      await sanityCheck(port, opts.sizes);
+      live.push({ def, port, child: launch.spec === null ? null : child, metricsUrl, dropped: null });
+      const core = launch.spec === null ? opts.originCore : opts.proxyCore;
+      setStatus(def, { started: true, error: null, core, pid: child.pid });
+      console.log(
+        `ok (pid ${child.pid}, port ${port}${core === null ? '' : `, core ${core}`}${metricsUrl === null ? '' : ', metrics'})`,
+      );
+    } catch (err) {
+      const msg = (err as Error).message;
+      setStatus(def, { started: false, error: msg, core: null, pid: null });
+      console.log(`FAILED TO START — skipped\n    ${msg.replace(/\n/g, '\n    ')}`);
+    }
+  }
+  process.once('exit', () => {
+    for (const c of cleanups) c();
+  });
+  return live;
+}
+
+/** Round r runs the targets rotated by r, so no target is always first (or last) after a pause. */
+function rotate<T>(xs: readonly T[], by: number): T[] {
+  const k = xs.length === 0 ? 0 : by % xs.length;
+  return [...xs.slice(k), ...xs.slice(0, k)];
+}
+
+async function measure(
+  opts: Options,
+  t: LiveTarget,
+  origin: RunningChild,
+  size: string,
+  round: number,
+  order: number,
+): Promise<PassthroughSample> {
+  const url = `http://127.0.0.1:${t.port}/${size}`;
+  const load = { url, connections: opts.connections, core: opts.loadgenCore };
+  await runLoad(opts.loadgen, { ...load, durationSec: opts.warmupSec });
+  const proc = t.child ?? origin;
+  const pids = [proc.pid, ...descendants(proc.pid)];
+  const coresBefore = readCoreTimes();
+  const cpuBefore = cpuSeconds(pids);
+  const sample = await runLoad(opts.loadgen, { ...load, durationSec: opts.durationSec });
+  const cpuAfter = cpuSeconds(pids);
+  const coreBusy = coreBusyBetween(coresBefore, readCoreTimes());
+  const reuse = t.metricsUrl === null ? null : await scrapeReuse(t.metricsUrl);
+  return {
+    ...sample,
+    round,
+    target: t.def.name,
+    size,
+    order,
+    coreBusy,
+    targetCpuSec:
+      cpuBefore === null || cpuAfter === null ? null : Math.round((cpuAfter - cpuBefore) * 1000) / 1000,
+    reuse,
+  };
+}
+
+function fmtSample(s: PassthroughSample): string {
+  const errs = s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout + s.errors.status;
+  const busy =
+    s.coreBusy === null ? '' : `  cores ${s.coreBusy.map((b) => `${Math.round(b * 100)}%`).join('/')}`;
+  return `${Math.round(s.rps).toString().padStart(7)} rps  p99 ${s.latencyMs.p99.toFixed(2).padStart(7)} ms${busy}${errs > 0 ? `  ERRORS ${errs}` : ''}`;
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  if (opts === null) return;
+  installCleanupHandlers();
+  const machine = machineInfo(ROOT);
+  const perSample = opts.warmupSec + opts.durationSec + 0.3;
+  const estimate = Math.ceil((opts.targets.length * opts.sizes.length * opts.rounds * perSample) / 60);
+  console.log(
+    `cairn bench: ${opts.targets.length} targets x ${opts.sizes.join('/')} x ${opts.rounds} round(s), ${opts.durationSec} s + ${opts.warmupSec} s warm-up, ` +
+      `${opts.connections} connections, ${opts.loadgen}; about ${estimate} min${opts.smoke ? '  [SMOKE RUN: not a result]' : ''}`,
+  );
+  console.log(
+    `pinning: target core ${opts.proxyCore ?? '-'}, load generator core ${opts.loadgenCore ?? '-'}, origin core ${opts.originCore ?? '-'}; ` +
+      `load average ${machine.loadAverageAtStart.join(' ')}`,
+  );
+  if ((machine.loadAverageAtStart[0] ?? 0) > machine.cores * 0.25)
+    console.warn('warning: the machine is busy; numbers from this run will be noisy');
+
+  const originPort = await freePort();
+  const origin = startChild({
+    name: 'origin',
+    command: process.execPath,
+    args: ['--import', 'tsx', path.join(BENCH_DIR, 'targets/origin.ts'), '--port', String(originPort)],
+    core: opts.originCore,
+    cwd: ROOT,
+    env: { ...process.env, NODE_ENV: 'production' },
+  });
+  await waitReady(origin, `http://127.0.0.1:${originPort}/1k`, 30_000);
+  console.log(`origin on port ${originPort} (pid ${origin.pid})`);
+
+  const live = await startTargets(opts, origin, originPort);
+  const samples: PassthroughSample[] = [];
+  const started = Date.now();
+  if (live.length === 0) console.error('no target started; nothing to measure');
+
+  for (let round = 0; round < opts.rounds && live.length > 0; round++) {
+    const order = rotate(live, round);
+    for (const size of opts.sizes) {
+      for (let i = 0; i < order.length; i++) {
+        const t = order[i]!;
+        if (isStopping()) return;
+        if (t.dropped !== null) continue;
+        const label = `[round ${round + 1}/${opts.rounds} ${size.padStart(4)}] ${t.def.name.padEnd(16)}`;
+        if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
+        if (t.child?.hasExited() === true) {
+          t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
+        } else {
+          try {
+            const s = await measure(opts, t, origin, size, round, i);
+            samples.push(s);
+            console.log(`${label} ${fmtSample(s)}`);
+            continue;
+          } catch (err) {
+            t.dropped = (err as Error).message;
+          }
+        }
+        console.log(`${label} DROPPED: ${t.dropped}`);
+        const prev = statuses.get(t.def.name)!;
+        setStatus(t.def, { ...prev, error: t.dropped });
+        if (t.child !== null) await stopChild(t.child);
+      }
+    }
+  }
+  console.log(`measured for ${Math.round((Date.now() - started) / 1000)} s`);
+  await stopAll();
+  await sleep(100);
+
+  const results: PassthroughResults = {
+    kind: 'passthrough',
+    schemaVersion: 1,
+    machine,
+    smoke: opts.smoke,
+    method: {
+      loadGenerator: opts.loadgen === 'wrk' ? (machine.tools.wrk ?? 'wrk') : 'autocannon 8',
+      connections: opts.connections,
+      threads: 1,
+      durationSec: opts.durationSec,
+      warmupSec: opts.warmupSec,
+      rounds: opts.rounds,
+      sizes: opts.sizes,
+      pinning: { proxyCore: opts.proxyCore, loadgenCore: opts.loadgenCore, originCore: opts.originCore },
+    },
+    targets: opts.targets.map(
+      (d) =>
+        statuses.get(d.name) ?? {
+          name: d.name,
+          description: d.description,
+          started: false,
+          error: 'not started',
+          core: null,
+          pid: null,
+        },
+    ),
+    samples,
+  };
+  mkdirSync(opts.resultsDir, { recursive: true });
+  const out = path.join(opts.resultsDir, 'passthrough.json');
+  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(`wrote ${path.relative(process.cwd(), out)}`);
+  if (opts.reportFile !== null) {
+    writeReport(opts.resultsDir, opts.reportFile);
+    console.log(`wrote ${path.relative(process.cwd(), opts.reportFile)}`);
+  }
+  console.log(`\n${renderPassthrough(results)}`);
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(`bench failed: ${(err as Error).stack ?? String(err)}`);
+  process.exitCode = 1;
+} finally {
+  await stopAll();
+}
