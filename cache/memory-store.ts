@@ -6,12 +6,11 @@
 import { CairnError } from '../src/errors.ts';
 import { StoreChunker, DEFAULT_CHUNK_SIZE } from './store-chunker.ts';
 import { newObjectId } from './store-ids.ts';
-import { metaSize, positiveInteger } from './store-util.ts';
+import { metaSize, positiveInteger, type SyncCachedObject } from './store-util.ts';
 import type {
   CacheStore,
   CacheStoreStats,
   CacheWriter,
-  CachedObject,
   NewObjectMeta,
   ObjectMeta,
 } from './store.ts';
@@ -40,7 +39,7 @@ const DEFAULT_MAX_OBJECT_BYTES = 1024 * 1024;
  * One stored object. It is also the `CachedObject` handed to readers: its chunk array is never
  * mutated, so a reader that opened it may finish reading even if it is evicted meanwhile.
  */
-class MemoryEntry implements CachedObject {
+class MemoryEntry implements SyncCachedObject {
   meta: ObjectMeta;
   readonly chunkCount: number;
   readonly chunks: readonly Buffer[];
@@ -118,7 +117,7 @@ export class MemoryStore implements CacheStore {
     return metas;
   }
 
-  open(meta: ObjectMeta): CachedObject | undefined {
+  open(meta: ObjectMeta): SyncCachedObject | undefined {
     const entry = this.#byKey.get(meta.key)?.get(meta.variant);
     if (entry === undefined || entry.meta.id !== meta.id) return undefined;
     if (entry.meta.expiresAt <= this.#now()) {
@@ -214,7 +213,7 @@ export class MemoryStore implements CacheStore {
    * disk hits with it. Returns the stored object, or `undefined` if the store is closed or the object
    * does not fit (over `maxObjectBytes`, or over `maxBytes` once its meta is counted).
    */
-  admit(meta: ObjectMeta, chunks: readonly Buffer[]): CachedObject | undefined {
+  admit(meta: ObjectMeta, chunks: readonly Buffer[]): SyncCachedObject | undefined {
     if (this.#closed || meta.bodyLength > this.maxObjectBytes) return undefined;
     const size = meta.bodyLength + metaSize(meta);
     if (size > this.maxBytes) return undefined;

@@ -1,5 +1,6 @@
 /** Small helpers shared by the cache tiers. */
 import { CairnError } from '../src/errors.ts';
+import type { CachedObject } from './store.ts';
 
 /** Check a positive integer option, naming the key in the error (the config error contract). */
 export function positiveInteger(name: string, value: number | undefined, fallback: number): number {
@@ -37,4 +38,12 @@ export function metaSize(meta: {
   }
   if (meta.policy !== undefined && meta.policy !== null) size += JSON.stringify(meta.policy)?.length ?? 0;
   return size;
+}
+
+/**
+ * A `CachedObject` whose chunks are read synchronously: what every Cairn tier returns from
+ * `open()`, so code holding a concrete tier needs no thenable check per chunk.
+ */
+export interface SyncCachedObject extends CachedObject {
+  chunk(index: number): Buffer | undefined;
 }
