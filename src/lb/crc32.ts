@@ -18,8 +18,11 @@ function buildTable(): Int32Array {
   return table;
 }
 
-/** The initial CRC state (nginx: `ngx_crc32_init`). */
-export const CRC32_INIT = 0xffffffff;
+/**
+ * The initial CRC state (nginx: `ngx_crc32_init`, 0xffffffff), written as the int32 -1 so the state
+ * stays a small integer for V8 (a uint32 above 2^31 would be a heap number).
+ */
+export const CRC32_INIT = -1;
 
 /**
  * Feed one byte into a CRC state.
@@ -29,7 +32,7 @@ export const CRC32_INIT = 0xffffffff;
  * ```
  */
 export function crc32Byte(crc: number, byte: number): number {
-  return TABLE[(crc ^ byte) & 0xff]! ^ (crc >>> 8);
+  return TABLE[(crc ^ byte) & 0xff]! ^ ((crc >> 8) & 0xffffff);
 }
 
 /**
@@ -40,7 +43,7 @@ export function crc32Byte(crc: number, byte: number): number {
  * ```
  */
 export function crc32Bytes(crc: number, bytes: Uint8Array, start: number, end: number): number {
-  for (let i = start; i < end; i++) crc = TABLE[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
+  for (let i = start; i < end; i++) crc = TABLE[(crc ^ bytes[i]!) & 0xff]! ^ ((crc >> 8) & 0xffffff);
   return crc;
 }
 
@@ -57,7 +60,7 @@ export function crc32String(crc: number, str: string, start: number, end: number
   for (let i = start; i < end; i++) {
     let c = str.charCodeAt(i);
     if (c < 0x80) {
-      crc = TABLE[(crc ^ c) & 0xff]! ^ (crc >>> 8);
+      crc = TABLE[(crc ^ c) & 0xff]! ^ ((crc >> 8) & 0xffffff);
       continue;
     }
     if (c < 0x800) {
@@ -93,7 +96,7 @@ export function crc32String(crc: number, str: string, start: number, end: number
  * ```
  */
 export function crc32Final(crc: number): number {
-  return (crc ^ 0xffffffff) >>> 0;
+  return ~crc >>> 0;
 }
 
 /**
