@@ -23,9 +23,9 @@ import {
   probe,
   startChild,
   stopAll,
-  stopChild,
   tasksetAvailable,
   waitReady,
+  type ManagedProcess,
   type RunningChild,
 } from './lib/children.ts';
 import { pickLoadGenerator, runLoad, type LoadGeneratorName } from './lib/load.ts';
@@ -168,7 +168,7 @@ function parseOptions(argv: string[]): Options | null {
 interface LiveTarget {
   readonly def: TargetDef;
   readonly port: number;
-  readonly child: RunningChild | null;
+  readonly child: ManagedProcess | null;
   readonly metricsUrl: string | null;
   /** Set when the target stops answering or its process dies mid-run: it is skipped from then on. */
   dropped: string | null;
@@ -191,7 +191,7 @@ async function startLaunch(
     await waitReady(child, `http://127.0.0.1:${port}/1k`, 30_000);
     return { child, metricsUrl: launch.metricsUrl };
   } catch (err) {
-    await stopChild(child);
+    await child.stop();
     launch.cleanup?.();
     if (launch.fallback?.spec == null) throw err;
     console.warn(
@@ -224,18 +224,27 @@ async function startTargets(opts: Options, origin: RunningChild, originPort: num
     });
     if (launch.cleanup !== undefined) cleanups.push(launch.cleanup);
     process.stdout.write(`starting ${def.name.padEnd(16)} `);
+    let proc: ManagedProcess | null = null;
     try {
-      let child: RunningChild | null = origin;
+      let targetPort = port;
       let metricsUrl: string | null = null;
-      if (launch.spec !== null) ({ child, metricsUrl } = await startLaunch(launch, port));
-      await sanityCheck(port, opts.sizes);
-      live.push({ def, port, child: launch.spec === null ? null : child, metricsUrl, dropped: null });
-      const core = launch.spec === null ? opts.originCore : opts.proxyCore;
-      setStatus(def, { started: true, error: null, core, pid: child.pid });
+      if (launch.start !== undefined) {
+        ({ process: proc, port: targetPort } = await launch.start());
+      } else if (launch.spec !== null) {
+        const started = await startLaunch(launch, port);
+        proc = started.child;
+        metricsUrl = started.metricsUrl;
+      }
+      await sanityCheck(targetPort, opts.sizes);
+      live.push({ def, port: targetPort, child: proc, metricsUrl, dropped: null });
+      const core = proc === null ? opts.originCore : opts.proxyCore;
+      const pid = (proc ?? origin).pid;
+      setStatus(def, { started: true, error: null, core, pid });
       console.log(
-        `ok (pid ${child.pid}, port ${port}${core === null ? '' : `, core ${core}`}${metricsUrl === null ? '' : ', metrics'})`,
+        `ok (pid ${pid}, port ${targetPort}${core === null ? '' : `, core ${core}`}${metricsUrl === null ? '' : ', metrics'})`,
       );
     } catch (err) {
+      await proc?.stop();
       const msg = (err as Error).message;
       setStatus(def, { started: false, error: msg, core: null, pid: null });
       console.log(`FAILED TO START — skipped\n    ${msg.replace(/\n/g, '\n    ')}`);
@@ -345,13 +354,14 @@ async function main(): Promise<void> {
             console.log(`${label} ${fmtSample(s)}`);
             continue;
           } catch (err) {
+            if (isStopping()) return; // the load generator was stopped by our own signal handler
             t.dropped = (err as Error).message;
           }
         }
         console.log(`${label} DROPPED: ${t.dropped}`);
         const prev = statuses.get(t.def.name)!;
         setStatus(t.def, { ...prev, error: t.dropped });
-        if (t.child !== null) await stopChild(t.child);
+        if (t.child !== null) await t.child.stop();
       }
     }
   }

@@ -20,19 +20,26 @@ export interface ChildSpec {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-/** A started child, with the tail of its output kept for error reports. */
-export interface RunningChild {
+/** A process the run owns and must stop: one it spawned, or one a helper started for it. */
+export interface ManagedProcess {
   readonly name: string;
   readonly pid: number;
+  hasExited(): boolean;
+  /** The last output, for reporting why it failed. */
+  outputTail(): string;
+  /** Stops it (and what it forked); idempotent. */
+  stop(): Promise<void>;
+}
+
+/** A child spawned by `startChild`, with the tail of its output kept for error reports. */
+export interface RunningChild extends ManagedProcess {
   readonly process: ChildProcess;
   /** Resolves with the exit code (or signal name) once the process has exited. */
   readonly exited: Promise<number | string>;
-  hasExited(): boolean;
-  outputTail(): string;
 }
 
 const TAIL_BYTES = 4096;
-const live = new Set<RunningChild>();
+const live = new Set<ManagedProcess>();
 let stopping = false;
 
 /** True once SIGINT/SIGTERM arrived: the runner should stop starting work and write nothing. */
@@ -91,6 +98,7 @@ export function startChild(spec: ChildSpec): RunningChild {
     exited,
     hasExited: () => exitedFlag,
     outputTail: () => tail.trim(),
+    stop: () => stopChild(child),
   };
   live.add(child);
   void exited.then(() => live.delete(child));
@@ -196,9 +204,38 @@ export async function stopChild(child: RunningChild, graceMs = 3000): Promise<vo
   for (const k of kids) killQuietly(k, 'SIGKILL');
 }
 
+/**
+ * Takes charge of a process some helper started (e.g. `test/helpers/nginx.ts`), so that signals,
+ * errors and `stopAll` stop it like the children spawned here.
+ */
+export function adoptProcess(
+  name: string,
+  pid: number,
+  stop: () => Promise<void>,
+  outputTail: () => string,
+): ManagedProcess {
+  let stopped: Promise<void> | undefined;
+  const adopted: ManagedProcess = {
+    name,
+    pid,
+    hasExited: () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    outputTail,
+    stop: () => (stopped ??= stop().finally(() => live.delete(adopted))),
+  };
+  live.add(adopted);
+  return adopted;
+}
+
 /** Stops every child still running, in parallel. */
 export async function stopAll(): Promise<void> {
-  await Promise.all([...live].map((c) => stopChild(c)));
+  await Promise.all([...live].map((c) => c.stop()));
 }
 
 /**

@@ -3,8 +3,8 @@
  * but `direct` is its own child process pinned to the proxy core; `direct` is the origin itself.
  */
 import { fileURLToPath } from 'node:url';
-import type { ChildSpec } from './children.ts';
-import { nginxSpec } from '../targets/nginx.ts';
+import type { ChildSpec, ManagedProcess } from './children.ts';
+import { startBenchNginx } from '../targets/nginx.ts';
 
 /** Where things are, as the runner knows them when it starts a target. */
 export interface LaunchContext {
@@ -15,9 +15,11 @@ export interface LaunchContext {
   readonly core: number | null;
 }
 
-/** How to start a target: a child process, or null for "measure the origin itself". */
+/** How to start a target: a child process, a helper that starts one, or neither (the origin itself). */
 export interface Launch {
   readonly spec: ChildSpec | null;
+  /** Instead of `spec`: starts the target itself, on a port it picks (nginx, via test/helpers). */
+  readonly start?: () => Promise<{ process: ManagedProcess; port: number }>;
   /** Admin `/metrics` URL to scrape origin-connection reuse from, if the target has one. */
   readonly metricsUrl: string | null;
   readonly cleanup?: () => void;
@@ -94,10 +96,11 @@ export const TARGETS: readonly TargetDef[] = [
   {
     name: 'nginx',
     description: 'nginx proxy_pass, 1 worker, upstream keepalive 64, HTTP/1.1 to the origin, access log off',
-    launch: (ctx) => {
-      const { spec, cleanup } = nginxSpec({ port: ctx.port, origin: ctx.originUrl, core: ctx.core });
-      return { spec, cleanup, metricsUrl: null };
-    },
+    launch: (ctx) => ({
+      spec: null,
+      start: () => startBenchNginx({ origin: ctx.originUrl, core: ctx.core }),
+      metricsUrl: null,
+    }),
   },
   {
     name: 'cairn',

@@ -5,45 +5,25 @@
  * `keepalive_requests` (default 1000 per connection, both sides) and response buffers large
  * enough that a 64 KiB body never spills to a temp file.
  *
- * The config is written into a fresh temp directory used as nginx's prefix (pid, temp paths,
- * error log), so no system nginx files are read or touched.
+ * Started by the shared helper `test/helpers/nginx.ts` (temp prefix, no daemon, nothing outside
+ * the temp dir), then pinned: the helper spawns nginx itself, so the master and its worker are
+ * moved to the proxy core with `taskset -p` once the worker exists.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import type { ChildSpec } from '../lib/children.ts';
+import { spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startNginx } from '../../test/helpers/nginx.ts';
+import { adoptProcess, descendants, tasksetAvailable, type ManagedProcess } from '../lib/children.ts';
 
-export interface NginxOptions {
-  readonly port: number;
+export interface BenchNginxOptions {
   /** `http://127.0.0.1:PORT` */
   readonly origin: string;
   readonly core: number | null;
 }
 
-/** The nginx.conf text for a pass-through proxy on `port` to `origin`. */
-export function nginxConfig(dir: string, port: number, origin: string): string {
+/** The body of the `http {}` block: a pass-through proxy on `port` to `origin`. */
+export function nginxHttpBlock(port: number, origin: string): string {
   const upstream = new URL(origin);
-  // As root, nginx would switch its worker to `nobody`, which cannot use our 0700 temp dir.
-  const user = process.getuid?.() === 0 ? 'user root;\n' : '';
-  return `# Written by bench/targets/nginx.ts for one benchmark run.
-${user}worker_processes 1;
-daemon off;
-master_process on;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-
-events {
-  worker_connections 4096;
-}
-
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-
+  return `
   keepalive_timeout 120s;
   keepalive_requests 1000000;
 
@@ -65,23 +45,44 @@ http {
       proxy_max_temp_file_size 0;
     }
   }
-}
 `;
 }
 
-/** Writes the config and returns how to start nginx in the foreground, plus a cleanup. */
-export function nginxSpec(opts: NginxOptions): { spec: ChildSpec; cleanup: () => void } {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'cairn-bench-nginx-'));
-  const conf = path.join(dir, 'nginx.conf');
-  writeFileSync(conf, nginxConfig(dir, opts.port, opts.origin));
-  return {
-    spec: {
-      name: 'nginx',
-      command: 'nginx',
-      // -e: errors before the config is read go to stderr, not /var/log/nginx.
-      args: ['-p', dir, '-c', conf, '-e', 'stderr'],
-      core: opts.core,
-    },
-    cleanup: () => rmSync(dir, { recursive: true, force: true }),
-  };
+/** Pins a running process (all its threads) to `core`. */
+function pin(pid: number, core: number): void {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', String(core), String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset -p ${pid} failed: ${r.stderr.trim()}`);
+}
+
+/** Starts nginx with one worker, pinned to `core`; the run owns it from here (signals, stopAll). */
+export async function startBenchNginx(
+  opts: BenchNginxOptions,
+): Promise<{ process: ManagedProcess; port: number }> {
+  const nginx = await startNginx({
+    http: (port) => nginxHttpBlock(port, opts.origin),
+    masterProcess: true,
+    workerProcesses: 1,
+    workerConnections: 4096,
+  });
+  const proc = adoptProcess(
+    'nginx',
+    nginx.pid,
+    () => nginx.stop(),
+    () => nginx.stderr(),
+  );
+  try {
+    // nginx listens before it forks its worker: wait for the worker so it is pinned too.
+    const deadline = Date.now() + 5000;
+    while (descendants(nginx.pid).length === 0) {
+      if (Date.now() > deadline) throw new Error('nginx started no worker process within 5 s');
+      await sleep(20);
+    }
+    if (opts.core !== null && tasksetAvailable()) {
+      for (const pid of [nginx.pid, ...descendants(nginx.pid)]) pin(pid, opts.core);
+    }
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  return { process: proc, port: nginx.port };
 }
