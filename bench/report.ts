@@ -30,21 +30,62 @@ export const SECTIONS: Readonly<Record<string, Section>> = {
 
 const GENERIC_ORDER = 1000;
 
-function renderGeneric(data: GenericResults, file: string): string {
-  const out = [`## ${data.title ?? data.kind}`, ''];
-  if (data.smoke) out.push('> **SMOKE RUN — these numbers are not results.**', '');
-  out.push(...machineLines(data.machine), '');
-  for (const t of data.tables ?? []) out.push(`**${t.caption}**`, '', table(t.columns, t.rows), '');
-  for (const n of data.notes ?? []) out.push(n, '');
-  if ((data.tables ?? []).length === 0)
-    out.push(`(No renderer for kind \`${data.kind}\` yet; raw data in \`${file}\`.)`);
-  return out.join('\n').trimEnd();
+type Json = Record<string, unknown>;
+
+const isObject = (x: unknown): x is Json => typeof x === 'object' && x !== null && !Array.isArray(x);
+const isCell = (x: unknown): x is string | number | boolean | null =>
+  x === null || ['string', 'number', 'boolean'].includes(typeof x);
+
+function cell(x: unknown): string {
+  if (typeof x === 'number') return Number.isInteger(x) ? x.toLocaleString('en-US') : x.toPrecision(4);
+  return String(x);
 }
 
-function isResultFile(x: unknown): x is ResultFileBase {
-  if (typeof x !== 'object' || x === null) return false;
-  const o = x as Record<string, unknown>;
-  return typeof o.kind === 'string' && typeof o.machine === 'object' && o.machine !== null;
+/** Arrays of flat records in a loose result file, each rendered as one table. */
+function recordTables(data: Json): { caption: string; columns: string[]; rows: string[][] }[] {
+  const out: { caption: string; columns: string[]; rows: string[][] }[] = [];
+  for (const [key, value] of Object.entries(data)) {
+    if (!Array.isArray(value) || value.length === 0) continue;
+    if (!value.every((r) => isObject(r) && Object.values(r).every(isCell))) continue;
+    const records = value as Json[];
+    const columns = [...new Set(records.flatMap((r) => Object.keys(r)))];
+    out.push({
+      caption: key,
+      columns,
+      rows: records.map((r) => columns.map((c) => (c in r ? cell(r[c]) : ''))),
+    });
+  }
+  return out;
+}
+
+/**
+ * Any result file without a dedicated renderer: its `tables` and `notes` if it has them, else every
+ * array of flat records as a table and every top-level string or number as a line. Tolerates files
+ * without `kind` or `machine` (written before they followed `ResultFileBase`).
+ */
+function renderGeneric(data: Json, file: string): string {
+  const g = data as Partial<GenericResults> & Json;
+  const title =
+    (typeof g.title === 'string' && g.title) ||
+    (typeof g.kind === 'string' && g.kind) ||
+    (typeof g.benchmark === 'string' && g.benchmark) ||
+    path.basename(file, '.json');
+  const out = [`## ${title}`, ''];
+  if (g.smoke === true) out.push('> **SMOKE RUN — these numbers are not results.**', '');
+  if (isObject(g.machine) && typeof g.machine.date === 'string') out.push(...machineLines(g.machine), '');
+  const tables = Array.isArray(g.tables) ? g.tables : recordTables(data);
+  if (!Array.isArray(g.tables)) {
+    const facts = Object.entries(data).filter(
+      ([k, v]) =>
+        (typeof v === 'string' || typeof v === 'number') &&
+        !['kind', 'schemaVersion', 'title', 'benchmark'].includes(k),
+    );
+    if (facts.length > 0) out.push(facts.map(([k, v]) => `**${k}**: ${cell(v)}`).join('; ') + '.', '');
+  }
+  for (const t of tables) out.push(`**${t.caption}**`, '', table(t.columns, t.rows), '');
+  for (const n of Array.isArray(g.notes) ? g.notes : []) out.push(String(n), '');
+  out.push(`Raw data: \`${file}\`.`);
+  return out.join('\n').trimEnd();
 }
 
 /** The whole RESULTS.md text for the result files in `resultsDir`. */
@@ -69,12 +110,12 @@ export function renderReport(resultsDir: string): string {
       });
       continue;
     }
-    if (!isResultFile(data)) continue;
-    const section = SECTIONS[data.kind];
+    if (!isObject(data)) continue;
+    const section = typeof data.kind === 'string' && isObject(data.machine) ? SECTIONS[data.kind] : undefined;
     parts.push(
       section === undefined
         ? { order: GENERIC_ORDER, name, text: renderGeneric(data, rel) }
-        : { order: section.order, name, text: section.render(data).trimEnd() },
+        : { order: section.order, name, text: section.render(data as unknown as ResultFileBase).trimEnd() },
     );
   }
   parts.sort((a, b) => a.order - b.order || a.name.localeCompare(b.name));
