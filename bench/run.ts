@@ -188,7 +188,7 @@ async function startLaunch(
   const spec = launch.spec!;
   const child = startChild(spec);
   try {
-    await waitReady(child, `http://127.0.0.1:${port}/1k`, 30_000);
+    await waitReady(child, `http://127.0.0.1:${port}/1k`, 20_000);
     return { child, metricsUrl: launch.metricsUrl };
   } catch (err) {
     await child.stop();
