@@ -29,15 +29,14 @@ import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { CairnError } from '../src/errors.ts';
 import { StoreChunker, DEFAULT_CHUNK_SIZE } from './store-chunker.ts';
 import { newObjectId, objectIdBytes } from './store-ids.ts';
-import { isThenable, metaSize, positiveInteger, type SyncCachedObject } from './store-util.ts';
-import type { WriterOptions } from './memory-store.ts';
-import type {
-  CacheStore,
-  CacheStoreStats,
-  CacheWriter,
-  NewObjectMeta,
-  ObjectMeta,
-} from './store.ts';
+import {
+  isThenable,
+  metaSize,
+  positiveInteger,
+  type SyncCachedObject,
+  type WriterOptions,
+} from './store-util.ts';
+import type { CacheStore, CacheStoreStats, CacheWriter, NewObjectMeta, ObjectMeta } from './store.ts';
 
 export interface LmdbStoreOptions {
   /** Directory of the LMDB environment (created if missing). */
@@ -266,7 +265,8 @@ export class LmdbStore implements CacheStore {
   static {
     internals = {
       dbs: (store) => store.#dbs,
-      readChunk: (store, id, index) => (store.#closed ? undefined : store.#dbs.chunks.getBinary(chunkKey(id, index))),
+      readChunk: (store, id, index) =>
+        store.#closed ? undefined : store.#dbs.chunks.getBinary(chunkKey(id, index)),
       register: (store, id) => store.#register(id),
       commit: (store, meta, id, registered, tail, tailIndex) =>
         store.#commit(meta, id, registered, tail, tailIndex),
@@ -285,9 +285,16 @@ export class LmdbStore implements CacheStore {
    */
   static async open(options: LmdbStoreOptions): Promise<LmdbStore> {
     const maxBytes = positiveInteger('maxBytes', options.maxBytes, 0);
-    const maxObjectBytes = Math.min(positiveInteger('maxObjectBytes', options.maxObjectBytes, maxBytes), maxBytes);
+    const maxObjectBytes = Math.min(
+      positiveInteger('maxObjectBytes', options.maxObjectBytes, maxBytes),
+      maxBytes,
+    );
     const chunkSize = positiveInteger('chunkSize', options.chunkSize, DEFAULT_CHUNK_SIZE);
-    const orphanMaxAgeMs = positiveInteger('orphanMaxAgeMs', options.orphanMaxAgeMs, DEFAULT_ORPHAN_MAX_AGE_MS);
+    const orphanMaxAgeMs = positiveInteger(
+      'orphanMaxAgeMs',
+      options.orphanMaxAgeMs,
+      DEFAULT_ORPHAN_MAX_AGE_MS,
+    );
     let root: RootDatabase;
     let dbs: Databases;
     try {
@@ -302,7 +309,11 @@ export class LmdbStore implements CacheStore {
       dbs = {
         meta: root.openDB<StoredRecord, Buffer>({ name: 'meta', encoding: 'json', keyEncoding: 'binary' }),
         chunks: root.openDB<Buffer, Buffer>({ name: 'chunks', encoding: 'binary', keyEncoding: 'binary' }),
-        pending: root.openDB<PendingRecord, Buffer>({ name: 'pending', encoding: 'json', keyEncoding: 'binary' }),
+        pending: root.openDB<PendingRecord, Buffer>({
+          name: 'pending',
+          encoding: 'json',
+          keyEncoding: 'binary',
+        }),
         order: root.openDB<Buffer, Buffer>({ name: 'order', encoding: 'binary', keyEncoding: 'binary' }),
         tags: root.openDB<Buffer, Buffer>({ name: 'tags', encoding: 'binary', keyEncoding: 'binary' }),
         urls: root.openDB<Buffer, Buffer>({ name: 'urls', encoding: 'binary', keyEncoding: 'binary' }),
@@ -355,7 +366,10 @@ export class LmdbStore implements CacheStore {
     const prefix = digest(key);
     let metas: ObjectMeta[] | undefined;
     const now = this.#now();
-    for (const { value } of this.#dbs.meta.getRange({ start: prefix, end: Buffer.concat([prefix, RANGE_TAIL]) })) {
+    for (const { value } of this.#dbs.meta.getRange({
+      start: prefix,
+      end: Buffer.concat([prefix, RANGE_TAIL]),
+    })) {
       const meta = value.meta;
       if (meta.key !== key) continue;
       if (meta.expiresAt <= now) {
@@ -379,7 +393,7 @@ export class LmdbStore implements CacheStore {
     return id === undefined ? undefined : new LmdbObject(this, record.meta, id);
   }
 
-  createWriter(meta: NewObjectMeta, options?: WriterOptions): LmdbWriter {
+  createWriter(meta: NewObjectMeta, options?: WriterOptions): CacheWriter {
     const id = options?.id ?? newObjectId();
     const idBytes = objectIdBytes(id);
     if (idBytes === undefined) {
@@ -399,7 +413,11 @@ export class LmdbStore implements CacheStore {
       const counters = this.#counters();
       this.#unindex(metaKey, record);
       // A revalidated object is in use: it moves to the young end of the eviction order.
-      const updated: StoredRecord = { meta: next, seq: ++counters.seq, size: old.bodyLength + metaSize(next) };
+      const updated: StoredRecord = {
+        meta: next,
+        seq: ++counters.seq,
+        size: old.bodyLength + metaSize(next),
+      };
       counters.bytes += updated.size - record.size;
       this.#index(metaKey, updated);
       this.#evict(counters, 0, metaKey);
@@ -410,7 +428,8 @@ export class LmdbStore implements CacheStore {
 
   delete(key: string, variant?: string): Promise<number> {
     return this.#transact('delete cached objects', () => {
-      if (variant !== undefined) return this.#removeKeys([metaKeyOf(key, variant)], (meta) => meta.key === key);
+      if (variant !== undefined)
+        return this.#removeKeys([metaKeyOf(key, variant)], (meta) => meta.key === key);
       const prefix = digest(key);
       const keys = this.#dbs.meta.getKeys({ start: prefix, end: Buffer.concat([prefix, RANGE_TAIL]) });
       return this.#removeKeys(Array.from(keys, copyKey), (meta) => meta.key === key);
@@ -462,7 +481,8 @@ export class LmdbStore implements CacheStore {
       const count = chunkCountOf(value.meta);
       referencedChunks += count;
       const id = objectIdBytes(value.meta.id);
-      for (let i = 0; i < count; i++) if (id === undefined || !dbs.chunks.doesExist(chunkKey(id, i))) missingChunks++;
+      for (let i = 0; i < count; i++)
+        if (id === undefined || !dbs.chunks.doesExist(chunkKey(id, i))) missingChunks++;
     }
     return {
       objects,
@@ -499,13 +519,19 @@ export class LmdbStore implements CacheStore {
     if (this.#closed) throw new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', 'the LMDB cache store is closed');
     const size = meta.bodyLength + metaSize(meta);
     if (size > this.maxBytes) {
-      throw new CairnError('CAIRN_ERR_CACHE_OBJECT_TOO_LARGE', 'object and its meta exceed the disk tier maxBytes');
+      throw new CairnError(
+        'CAIRN_ERR_CACHE_OBJECT_TOO_LARGE',
+        'object and its meta exceed the disk tier maxBytes',
+      );
     }
     await this.#transact('commit a cached object', () => {
       const dbs = this.#dbs;
       if (registered && !dbs.pending.doesExist(id)) {
         // Our chunks were collected as orphans (we were too slow); publishing would expose holes.
-        throw new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', 'the body was collected as abandoned before commit');
+        throw new CairnError(
+          'CAIRN_ERR_CACHE_STORE_WRITE',
+          'the body was collected as abandoned before commit',
+        );
       }
       if (tail !== undefined) dbs.chunks.putSync(chunkKey(id, tailIndex), tail);
       const metaKey = metaKeyOf(meta.key, meta.variant);
@@ -527,7 +553,10 @@ export class LmdbStore implements CacheStore {
     const run = (): Promise<unknown> =>
       this.#transact('discard an unfinished cached body', () => {
         const dbs = this.#dbs;
-        for (const key of Array.from(dbs.chunks.getKeys({ start: chunkKey(id, 0), end: chunkKey(id, 0xffffffff) }), copyKey)) {
+        for (const key of Array.from(
+          dbs.chunks.getKeys({ start: chunkKey(id, 0), end: chunkKey(id, 0xffffffff) }),
+          copyKey,
+        )) {
           dbs.chunks.removeSync(key);
         }
         dbs.pending.removeSync(id);
@@ -556,7 +585,10 @@ export class LmdbStore implements CacheStore {
         const record = dbs.pending.get(id);
         // Re-check inside the transaction: another process may have collected it meanwhile.
         if (record === undefined || !isOrphan(record, now, maxAgeMs)) continue;
-        for (const key of Array.from(dbs.chunks.getKeys({ start: chunkKey(id, 0), end: chunkKey(id, 0xffffffff) }), copyKey)) {
+        for (const key of Array.from(
+          dbs.chunks.getKeys({ start: chunkKey(id, 0), end: chunkKey(id, 0xffffffff) }),
+          copyKey,
+        )) {
           dbs.chunks.removeSync(key);
         }
         dbs.pending.removeSync(id);
@@ -584,7 +616,8 @@ export class LmdbStore implements CacheStore {
    * every write it made) and turn any failure into `CAIRN_ERR_CACHE_STORE_WRITE`.
    */
   async #transact<T>(what: string, action: () => T): Promise<T> {
-    if (this.#closed) throw new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', `cannot ${what}: the LMDB cache store is closed`);
+    if (this.#closed)
+      throw new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', `cannot ${what}: the LMDB cache store is closed`);
     const work = this.#root.childTransaction(action);
     this.#inBackground(work);
     try {
@@ -695,7 +728,7 @@ class LmdbObject implements SyncCachedObject {
  * Streams one object's chunks into LMDB as they arrive, under a body id no reader knows yet.
  * `write()` returns a promise (backpressure) while more than a few chunk writes are in flight.
  */
-export class LmdbWriter implements CacheWriter {
+class LmdbWriter implements CacheWriter {
   #store: LmdbStore;
   #meta: NewObjectMeta;
   #id: string;
@@ -746,13 +779,19 @@ export class LmdbWriter implements CacheWriter {
       );
     }
     if (state === 'done') {
-      throw new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', 'this cache writer was already committed or aborted');
+      throw new CairnError(
+        'CAIRN_ERR_CACHE_STORE_WRITE',
+        'this cache writer was already committed or aborted',
+      );
     }
     const tail = this.#chunker.finish();
     if (this.#settled !== undefined) await this.#settled;
     if (this.#error !== undefined) {
       this.#cleanUp();
-      throw await writeError(`cannot write a cached body to the LMDB cache at ${this.#store.path}`, this.#error);
+      throw await writeError(
+        `cannot write a cached body to the LMDB cache at ${this.#store.path}`,
+        this.#error,
+      );
     }
     const meta: ObjectMeta = {
       ...this.#meta,

@@ -6,14 +6,8 @@
 import { CairnError } from '../src/errors.ts';
 import { StoreChunker, DEFAULT_CHUNK_SIZE } from './store-chunker.ts';
 import { newObjectId } from './store-ids.ts';
-import { metaSize, positiveInteger, type SyncCachedObject } from './store-util.ts';
-import type {
-  CacheStore,
-  CacheStoreStats,
-  CacheWriter,
-  NewObjectMeta,
-  ObjectMeta,
-} from './store.ts';
+import { metaSize, positiveInteger, type SyncCachedObject, type WriterOptions } from './store-util.ts';
+import type { CacheStore, CacheStoreStats, CacheWriter, NewObjectMeta, ObjectMeta } from './store.ts';
 
 export interface MemoryStoreOptions {
   /** Hard limit on the bytes held (bodies plus an estimate of each meta). */
@@ -24,12 +18,6 @@ export interface MemoryStoreOptions {
   readonly chunkSize?: number;
   /** Clock for `expiresAt` (epoch ms); injectable for tests. Default `Date.now`. */
   readonly now?: () => number;
-}
-
-/** Options of one write that only tiers (not engine callers) use. */
-export interface WriterOptions {
-  /** Use this body id instead of a fresh one (the tiered store gives both copies one id). */
-  readonly id?: string;
 }
 
 const NO_METAS: readonly ObjectMeta[] = [];
@@ -98,7 +86,11 @@ export class MemoryStore implements CacheStore {
   constructor(options: MemoryStoreOptions) {
     this.maxBytes = positiveInteger('maxBytes', options.maxBytes, 0);
     this.maxObjectBytes = Math.min(
-      positiveInteger('maxObjectBytes', options.maxObjectBytes, Math.min(DEFAULT_MAX_OBJECT_BYTES, this.maxBytes)),
+      positiveInteger(
+        'maxObjectBytes',
+        options.maxObjectBytes,
+        Math.min(DEFAULT_MAX_OBJECT_BYTES, this.maxBytes),
+      ),
       this.maxBytes,
     );
     this.chunkSize = positiveInteger('chunkSize', options.chunkSize, DEFAULT_CHUNK_SIZE);
@@ -128,7 +120,7 @@ export class MemoryStore implements CacheStore {
     return entry;
   }
 
-  createWriter(meta: NewObjectMeta, options?: WriterOptions): MemoryWriter {
+  createWriter(meta: NewObjectMeta, options?: WriterOptions): CacheWriter {
     return new MemoryWriter(this, meta, options?.id ?? newObjectId());
   }
 
@@ -193,7 +185,12 @@ export class MemoryStore implements CacheStore {
   }
 
   stats(): CacheStoreStats {
-    return { bytes: this.#bytes, objects: this.#objects, evictions: this.#evictions, maxBytes: this.maxBytes };
+    return {
+      bytes: this.#bytes,
+      objects: this.#objects,
+      evictions: this.#evictions,
+      maxBytes: this.maxBytes,
+    };
   }
 
   close(): Promise<void> {
@@ -321,7 +318,7 @@ export class MemoryStore implements CacheStore {
  * it drops what it holds (no point keeping memory for an object that will be refused) and
  * `commit()` rejects with `CAIRN_ERR_CACHE_OBJECT_TOO_LARGE`.
  */
-export class MemoryWriter implements CacheWriter {
+class MemoryWriter implements CacheWriter {
   #store: MemoryStore;
   #meta: NewObjectMeta;
   #id: string;
@@ -368,7 +365,9 @@ export class MemoryWriter implements CacheWriter {
       );
     }
     if (state === 'done') {
-      return Promise.reject(new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', 'this cache writer was already committed or aborted'));
+      return Promise.reject(
+        new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', 'this cache writer was already committed or aborted'),
+      );
     }
     const last = this.#chunker.finish();
     if (last !== undefined) this.#chunks.push(last);
@@ -383,7 +382,10 @@ export class MemoryWriter implements CacheWriter {
       return Promise.reject(
         this.#store.closed
           ? new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', 'the memory cache store is closed')
-          : new CairnError('CAIRN_ERR_CACHE_OBJECT_TOO_LARGE', 'object and its meta exceed the memory tier maxBytes'),
+          : new CairnError(
+              'CAIRN_ERR_CACHE_OBJECT_TOO_LARGE',
+              'object and its meta exceed the memory tier maxBytes',
+            ),
       );
     }
     this.#chunks = [];

@@ -9,6 +9,17 @@ const NO_CHUNKS: readonly Buffer[] = [];
 /** Default body chunk size of every tier: big enough to amortise per-chunk overhead, small enough for ranges. */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 
+/**
+ * Fixed-size chunking for a tier's writer.
+ *
+ * @example
+ * ```ts
+ * const chunker = new StoreChunker(1024);
+ * chunker.push(Buffer.alloc(1500)); // [one 1024-byte chunk]
+ * chunker.push(Buffer.alloc(100)); // [] (576 bytes pending)
+ * chunker.finish(); // the trailing 576-byte chunk
+ * ```
+ */
 export class StoreChunker {
   readonly chunkSize: number;
   #parts: Buffer[] = [];

@@ -6,7 +6,10 @@ import type { CachedObject } from './store.ts';
 export function positiveInteger(name: string, value: number | undefined, fallback: number): number {
   const result = value ?? fallback;
   if (!Number.isSafeInteger(result) || result <= 0) {
-    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `${name} must be a positive integer, got ${String(value)}`);
+    throw new CairnError(
+      'CAIRN_ERR_CONFIG_INVALID',
+      `${name} must be a positive integer, got ${String(value)}`,
+    );
   }
   return result;
 }
@@ -46,4 +49,10 @@ export function metaSize(meta: {
  */
 export interface SyncCachedObject extends CachedObject {
   chunk(index: number): Buffer | undefined;
+}
+
+/** Options of one write that only tiers (not engine callers) use. */
+export interface WriterOptions {
+  /** Use this body id instead of a fresh one (the tiered store gives both copies one id). */
+  readonly id?: string;
 }

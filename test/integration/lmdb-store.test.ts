@@ -41,7 +41,8 @@ runCacheStoreContract('LmdbStore', async (limits) => {
 
 async function write(store: LmdbStore, meta: NewObjectMeta, body: Buffer): Promise<ObjectMeta> {
   const writer = store.createWriter(meta);
-  for (let offset = 0; offset < body.length; offset += 1000) await writer.write(body.subarray(offset, offset + 1000));
+  for (let offset = 0; offset < body.length; offset += 1000)
+    await writer.write(body.subarray(offset, offset + 1000));
   return writer.commit();
 }
 
@@ -62,7 +63,10 @@ function message<T>(child: ChildProcess): Promise<T> {
 }
 
 function startChild(mode: string, dir: string): ChildProcess {
-  return fork(CHILD, [mode, dir], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return fork(CHILD, [mode, dir], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
 }
 
 void describe('LmdbStore', () => {
@@ -89,7 +93,8 @@ void describe('LmdbStore', () => {
     const dir = await tempDir();
     const store = await LmdbStore.open({ path: dir, maxBytes: 4 * 4500, chunkSize: CRASH_CHUNK_SIZE });
     const metas: ObjectMeta[] = [];
-    for (let i = 0; i < 4; i++) metas.push(await write(store, objectMeta(`/fifo/${i}`), Buffer.alloc(4000, i)));
+    for (let i = 0; i < 4; i++)
+      metas.push(await write(store, objectMeta(`/fifo/${i}`), Buffer.alloc(4000, i)));
     assert.ok(read(store, metas[0]!), 'read the oldest');
     await write(store, objectMeta('/fifo/4'), Buffer.alloc(4000, 4));
     assert.deepEqual(store.variants('/fifo/0'), [], 'still the first to go');
@@ -158,7 +163,11 @@ void describe('LmdbStore', () => {
     const [, signal] = await exited;
     assert.equal(signal, 'SIGKILL');
 
-    const store = await LmdbStore.open({ path: dir, maxBytes: 256 * 1024 * 1024, chunkSize: CRASH_CHUNK_SIZE });
+    const store = await LmdbStore.open({
+      path: dir,
+      maxBytes: 256 * 1024 * 1024,
+      chunkSize: CRASH_CHUNK_SIZE,
+    });
     assert.ok(store.orphansCollected >= 1, 'at least the stalled body was collected');
     let visible = 0;
     for (let writer = 0; writer < CRASH_WRITERS; writer++) {
@@ -168,12 +177,19 @@ void describe('LmdbStore', () => {
         if (metas.length === 0) break;
         const meta = metas[0]!;
         assert.equal(meta.bodyLength, crashLength(writer, index), `${meta.key} length`);
-        assert.ok(read(store, meta)?.equals(crashBody(writer, index)), `${meta.key} is complete and byte-correct`);
+        assert.ok(
+          read(store, meta)?.equals(crashBody(writer, index)),
+          `${meta.key} is complete and byte-correct`,
+        );
         visible++;
       }
       // Each loop commits in order, so what survived is a prefix: nothing after the first gap.
       for (let later = index + 1; later < index + 5; later++) {
-        assert.deepEqual(store.variants(crashKey(writer, later)), [], `${crashKey(writer, later)} after a gap`);
+        assert.deepEqual(
+          store.variants(crashKey(writer, later)),
+          [],
+          `${crashKey(writer, later)} after a gap`,
+        );
       }
     }
     assert.ok(visible >= ready.committed, `${visible} visible, ${ready.committed} committed before the kill`);
@@ -193,7 +209,16 @@ void describe('LmdbStore', () => {
     // LMDB's writes fail the way a full disk does. `ulimit -f 2048` is 1 or 2 MiB depending on the shell.
     const child = spawn(
       '/bin/sh',
-      ['-c', 'ulimit -f 2048 && exec "$0" "$@"', process.execPath, '--import', 'tsx', CHILD, 'write-fail', dir],
+      [
+        '-c',
+        'ulimit -f 2048 && exec "$0" "$@"',
+        process.execPath,
+        '--import',
+        'tsx',
+        CHILD,
+        'write-fail',
+        dir,
+      ],
       { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] },
     );
     let stderr = '';
@@ -201,7 +226,9 @@ void describe('LmdbStore', () => {
       stderr += data.toString();
     });
     const exited = once(child, 'exit');
-    const result = await message<{ code: string; hasCause: boolean; keptId: boolean; keptBody: boolean }>(child);
+    const result = await message<{ code: string; hasCause: boolean; keptId: boolean; keptBody: boolean }>(
+      child,
+    );
     const [code] = await exited;
     assert.equal(code, 0, stderr);
     assert.equal(result.code, 'CAIRN_ERR_CACHE_STORE_WRITE');
@@ -222,7 +249,9 @@ void describe('LmdbStore', () => {
   void it('rejects body ids it did not make', async () => {
     const dir = await tempDir();
     const store = await LmdbStore.open({ path: dir, maxBytes: 1024 });
-    assert.throws(() => store.createWriter(objectMeta('/x'), { id: 'short' }), { code: 'CAIRN_ERR_INTERNAL' });
+    assert.throws(() => store.createWriter(objectMeta('/x'), { id: 'short' }), {
+      code: 'CAIRN_ERR_INTERNAL',
+    });
     await store.close();
   });
 });

@@ -62,12 +62,7 @@ function assertSync<T>(value: MaybePromise<T>, what: string): T {
 }
 
 /** Write `body` in pieces of `piece` bytes (honouring backpressure) and commit. */
-async function store(
-  cache: CacheStore,
-  meta: NewObjectMeta,
-  body: Buffer,
-  piece = 700,
-): Promise<ObjectMeta> {
+async function store(cache: CacheStore, meta: NewObjectMeta, body: Buffer, piece = 700): Promise<ObjectMeta> {
   const writer = cache.createWriter(meta);
   for (let offset = 0; offset < body.length; offset += piece) {
     await writer.write(body.subarray(offset, offset + piece));
@@ -80,7 +75,8 @@ function readBody(object: CachedObject): Buffer {
   for (let i = 0; i < object.chunkCount; i++) {
     const chunk = assertSync(object.chunk(i), 'chunk()');
     assert.ok(chunk !== undefined, `chunk ${i} of ${object.chunkCount} is missing`);
-    if (i < object.chunkCount - 1) assert.equal(chunk.length, object.meta.chunkSize, `chunk ${i} is not full`);
+    if (i < object.chunkCount - 1)
+      assert.equal(chunk.length, object.meta.chunkSize, `chunk ${i} is not full`);
     parts.push(chunk);
   }
   return Buffer.concat(parts);
@@ -146,7 +142,10 @@ export function runCacheStoreContract(name: string, makeStore: MakeStore): void 
         const [found, ...rest] = variantsOf(cache, '/meta');
         assert.equal(rest.length, 0);
         assert.deepEqual(found, meta);
-        assert.deepEqual({ ...found, bodyLength: 0, chunkSize: 0, id: '' }, { ...input, bodyLength: 0, chunkSize: 0, id: '' });
+        assert.deepEqual(
+          { ...found, bodyLength: 0, chunkSize: 0, id: '' },
+          { ...input, bodyLength: 0, chunkSize: 0, id: '' },
+        );
         assert.deepEqual(openBody(cache, meta), body);
       }));
 
@@ -164,7 +163,11 @@ export function runCacheStoreContract(name: string, makeStore: MakeStore): void 
           assert.ok(object);
           assert.equal(object.chunkCount, Math.ceil(length / CHUNK));
           assert.deepEqual(readBody(object), body);
-          assert.equal(assertSync(object.chunk(object.chunkCount), 'chunk()'), undefined, 'no chunk past the end');
+          assert.equal(
+            assertSync(object.chunk(object.chunkCount), 'chunk()'),
+            undefined,
+            'no chunk past the end',
+          );
         }
       }));
 
@@ -287,7 +290,12 @@ export function runCacheStoreContract(name: string, makeStore: MakeStore): void 
         const keep = await store(cache, newMeta('/del-other'), patternBody(21, 100));
         assert.equal(await resolve(cache.delete('/del', 'a')), 1);
         assert.equal(assertSync(cache.open(a), 'open()'), undefined);
-        assert.deepEqual(variantsOf(cache, '/del').map((m) => m.variant).sort(), ['b', 'c']);
+        assert.deepEqual(
+          variantsOf(cache, '/del')
+            .map((m) => m.variant)
+            .sort(),
+          ['b', 'c'],
+        );
         assert.equal(await resolve(cache.delete('/del', 'a')), 0);
         assert.equal(await resolve(cache.delete('/del')), 2);
         assert.deepEqual(variantsOf(cache, '/del'), []);
@@ -344,7 +352,8 @@ export function runCacheStoreContract(name: string, makeStore: MakeStore): void 
       withStore(async (cache, copies) => {
         const size = 10 * 1024;
         const metas: ObjectMeta[] = [];
-        for (let i = 0; i < 12; i++) metas.push(await store(cache, newMeta(`/evict/${i}`), patternBody(100 + i, size)));
+        for (let i = 0; i < 12; i++)
+          metas.push(await store(cache, newMeta(`/evict/${i}`), patternBody(100 + i, size)));
         const stats = cache.stats();
         assert.ok(stats.bytes <= stats.maxBytes, `${stats.bytes} > ${stats.maxBytes}`);
         assert.ok(stats.evictions > 0, 'something was evicted');
@@ -362,7 +371,10 @@ export function runCacheStoreContract(name: string, makeStore: MakeStore): void 
         let stats = cache.stats();
         assert.equal(stats.objects, 2 * copies);
         assert.ok(stats.bytes >= 8000 * copies, `bytes ${stats.bytes} count the bodies`);
-        assert.ok(stats.bytes < 8000 * copies + 4096 * copies, `bytes ${stats.bytes} only add a meta estimate`);
+        assert.ok(
+          stats.bytes < 8000 * copies + 4096 * copies,
+          `bytes ${stats.bytes} only add a meta estimate`,
+        );
         await resolve(cache.delete('/stats/1'));
         await resolve(cache.delete('/stats/2'));
         stats = cache.stats();
@@ -373,7 +385,11 @@ export function runCacheStoreContract(name: string, makeStore: MakeStore): void 
 
     void it('hides objects past expiresAt', () =>
       withStore(async (cache) => {
-        const meta = await store(cache, newMeta('/expires', { expiresAt: clock + 1_000 }), patternBody(34, 2000));
+        const meta = await store(
+          cache,
+          newMeta('/expires', { expiresAt: clock + 1_000 }),
+          patternBody(34, 2000),
+        );
         assert.equal(variantsOf(cache, '/expires').length, 1);
         clock += 1_000;
         assert.deepEqual(variantsOf(cache, '/expires'), []);

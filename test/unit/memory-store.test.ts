@@ -25,7 +25,7 @@ function meta(key: string): NewObjectMeta {
 
 async function put(store: MemoryStore, key: string, size: number): Promise<void> {
   const writer = store.createWriter(meta(key));
-  writer.write(patternBody(size, size));
+  await writer.write(patternBody(size, size));
   await writer.commit();
 }
 
@@ -56,7 +56,7 @@ void describe('MemoryStore', () => {
     let now = 0;
     const store = new MemoryStore({ maxBytes: 10_000, now: () => now });
     const writer = store.createWriter({ ...meta('/ttl'), expiresAt: 100 });
-    writer.write(Buffer.alloc(500));
+    await writer.write(Buffer.alloc(500));
     const stored = await writer.commit();
     assert.equal(store.stats().objects, 1);
     now = 100;
@@ -77,7 +77,8 @@ void describe('MemoryStore', () => {
   void it('rejects invalid limits with a config error naming the option', () => {
     assert.throws(
       () => new MemoryStore({ maxBytes: 0 }),
-      (error: Error & { code?: string }) => error.code === 'CAIRN_ERR_CONFIG_INVALID' && /maxBytes/.test(error.message),
+      (error: Error & { code?: string }) =>
+        error.code === 'CAIRN_ERR_CONFIG_INVALID' && /maxBytes/.test(error.message),
     );
     assert.throws(() => new MemoryStore({ maxBytes: 10, chunkSize: 1.5 }), /chunkSize/);
   });
