@@ -60,6 +60,9 @@ const HELP = `Usage: npm run bench -- [options]
   --help
 `;
 
+/** A bad command line: reported as one line and a pointer to --help, without a stack. */
+class UsageError extends Error {}
+
 interface Options {
   targets: TargetDef[];
   sizes: string[];
@@ -79,13 +82,14 @@ interface Options {
 function positive(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${value}"`);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new UsageError(`--${name} must be a positive number, got "${value}"`);
   return n;
 }
 
 function core(name: string, value: string | undefined, fallback: number): number {
   const n = value === undefined ? fallback : Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a core number, got "${value}"`);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a core number, got "${value}"`);
   return n;
 }
 
@@ -123,7 +127,7 @@ function parseOptions(argv: string[]): Options | null {
           .filter((s) => s !== '');
   const targets = names.map((n) => {
     const t = TARGETS.find((d) => d.name === n);
-    if (t === undefined) throw new Error(`unknown target "${n}"; known: ${TARGET_NAMES.join(', ')}`);
+    if (t === undefined) throw new UsageError(`unknown target "${n}"; known: ${TARGET_NAMES.join(', ')}`);
     return t;
   });
   const sizes = values.sizes
@@ -131,9 +135,10 @@ function parseOptions(argv: string[]): Options | null {
     .map((s) => s.trim().toLowerCase())
     .filter((s) => s !== '');
   for (const s of sizes)
-    if (parseSize(s) === null) throw new Error(`bad size "${s}" (examples: 512, 1k, 64k, 1m; at most 16m)`);
+    if (parseSize(s) === null)
+      throw new UsageError(`bad size "${s}" (examples: 512, 1k, 64k, 1m; at most 16m)`);
   if (values.loadgen !== 'auto' && values.loadgen !== 'wrk' && values.loadgen !== 'autocannon')
-    throw new Error('--loadgen must be wrk, autocannon or auto');
+    throw new UsageError('--loadgen must be wrk, autocannon or auto');
   const quick = values.quick;
   const cores = os.availableParallelism();
   const pin = !values['no-pin'] && cores >= 2 && tasksetAvailable();
@@ -159,7 +164,8 @@ function parseOptions(argv: string[]): Options | null {
       values.report === 'none' ? null : path.resolve(values.report ?? path.join(BENCH_DIR, 'RESULTS.md')),
   };
   for (const c of [opts.proxyCore, opts.loadgenCore, opts.originCore]) {
-    if (c !== null && c >= cores) throw new Error(`core ${c} does not exist (this machine has ${cores})`);
+    if (c !== null && c >= cores)
+      throw new UsageError(`core ${c} does not exist (this machine has ${cores})`);
   }
   return opts;
 }
@@ -411,8 +417,13 @@ async function main(): Promise<void> {
 try {
   await main();
 } catch (err) {
-  console.error(`bench failed: ${(err as Error).stack ?? String(err)}`);
-  process.exitCode = 1;
+  if (err instanceof UsageError) {
+    console.error(`${err.message} (see --help)`);
+    process.exitCode = 2;
+  } else {
+    console.error(`bench failed: ${(err as Error).stack ?? String(err)}`);
+    process.exitCode = 1;
+  }
 } finally {
   await stopAll();
 }
