@@ -1,3 +1,5 @@
 /** Ready-made proxies (`cairn/proxies`), each built only from the public API. */
 export { ReverseProxy } from './reverse-proxy.ts';
 export type { ReverseProxyOptions } from './reverse-proxy.ts';
+export { CdnProxy } from './cdn-proxy.ts';
+export type { CdnProxyOptions } from './cdn-proxy.ts';

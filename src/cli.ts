@@ -11,7 +11,10 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { ReverseProxy } from '../hooks/index.ts';
+import { CdnProxy, ReverseProxy } from '../hooks/index.ts';
+import { HttpCache } from '../cache/http-cache.ts';
+import type { ProxyHttp } from './proxy-http.ts';
+import type { AdminServer } from './admin.ts';
 import type { CairnConfig } from './config.ts';
 import { loadConfigFile, validateConfig } from './config.ts';
 import { startDemoOrigin } from './demo-origin.ts';
@@ -25,7 +28,10 @@ const USAGE = `Usage: cairn [options]
   --origin URL           an origin server; repeat for several (round robin).
                          With no origin at all, a demo origin is started on loopback.
   --config FILE          a JSON or YAML config file (flags override it)
-  --admin HOST:PORT      admin listener: /metrics, /healthz
+  --admin HOST:PORT      admin listener: /metrics, /healthz, POST /purge
+  --cache-dir DIR        the LMDB disk tier's directory (default .cairn-cache)
+  --memory-only          cache in memory only (no disk tier)
+  --no-cache             plain reverse proxy, no caching
   --workers N            processes to run (node:cluster), sharing the listen port
   --log-level LEVEL      fatal|error|warn|info|debug|trace|silent (default info)
   -h, --help             this text
@@ -42,6 +48,9 @@ export async function configFromArgs(argv: readonly string[]): Promise<CairnConf
       admin: { type: 'string' },
       workers: { type: 'string' },
       'log-level': { type: 'string' },
+      'cache-dir': { type: 'string' },
+      'memory-only': { type: 'boolean' },
+      'no-cache': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -54,6 +63,13 @@ export async function configFromArgs(argv: readonly string[]): Promise<CairnConf
   if (values.origin !== undefined) base.origins = values.origin;
   if (values.admin !== undefined) base.admin = values.admin === 'off' ? false : values.admin;
   if (values.workers !== undefined) base.workers = numberOrText(values.workers);
+  const cacheSection = { ...(base.cache as Record<string, unknown> | undefined) };
+  if (values['no-cache'] === true) cacheSection.enabled = false;
+  if (values['memory-only'] === true) cacheSection.disk = false;
+  if (values['cache-dir'] !== undefined) {
+    cacheSection.disk = { ...(typeof cacheSection.disk === 'object' ? cacheSection.disk : {}), path: values['cache-dir'] };
+  }
+  base.cache = cacheSection;
   if (values['log-level'] !== undefined) base.log = { ...(base.log as object), level: values['log-level'] };
   return validateConfig(base, values.config ?? 'flags');
 }
@@ -72,6 +88,29 @@ function peerOptions(config: CairnConfig): HttpPeerOptions {
       ...(tls.caFile === undefined ? {} : { ca: readFileSync(tls.caFile) }),
     },
   };
+}
+
+/** The ready-made proxy the config asks for: a caching `CdnProxy` unless the cache is off. */
+async function buildProxy(config: CairnConfig, origins: readonly string[]): Promise<ProxyHttp<{ first: number }>> {
+  const common = { origins, peer: peerOptions(config), forwarding: config.forwarding };
+  const c = config.cache;
+  if (!c.enabled) return new ReverseProxy(common);
+  const cache = await HttpCache.open({
+    memory: c.memory,
+    ...(c.disk === false
+      ? {}
+      : {
+          disk: {
+            path: c.disk.path,
+            maxBytes: c.disk.maxBytes,
+            ...(c.disk.maxObjectBytes === undefined ? {} : { maxObjectBytes: c.disk.maxObjectBytes }),
+          },
+        }),
+    lock: c.lock,
+    policy: c.policy,
+    ...(c.purgeFrom === undefined ? {} : { purgeFrom: c.purgeFrom }),
+  });
+  return new CdnProxy({ ...common, cache });
 }
 
 /** Run the CLI; resolves with an exit code for errors (a running proxy keeps the process alive). */
@@ -101,8 +140,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
   }
   try {
-    const proxy = new ReverseProxy({ origins, peer: peerOptions(config), forwarding: config.forwarding });
+    const proxy = await buildProxy(config, origins);
+    const admin = proxy instanceof CdnProxy ? (a: AdminServer) => proxy.adminRoutes(a) : undefined;
     await serve(proxy, {
+      ...(admin === undefined ? {} : { adminRoutes: admin }),
       listen: config.listen,
       admin: config.admin,
       workers: config.workers,

@@ -51,6 +51,42 @@ const forwarding = z
   .strict()
   .partial();
 
+const bytes = z.number().int().positive();
+
+const cache = z
+  .object({
+    enabled: z.boolean().default(true),
+    memory: z
+      .object({ maxBytes: bytes.default(256 * 1024 ** 2), maxObjectBytes: bytes.default(8 * 1024 ** 2) })
+      .strict()
+      .default({}),
+    disk: z
+      .union([
+        z
+          .object({
+            path: z.string().min(1).default('.cairn-cache'),
+            maxBytes: bytes.default(1024 ** 3),
+            maxObjectBytes: bytes.optional(),
+          })
+          .strict(),
+        z.literal(false),
+      ])
+      .default({}),
+    lock: z.union([z.object({ timeoutMs: ms }).strict().partial(), z.literal(false)]).default({}),
+    policy: z
+      .object({
+        maxHeuristicTtl: z.number().int().min(0),
+        setCookie: z.enum(['bypass', 'strip', 'store']),
+        defaultStaleIfError: z.number().int().min(0),
+        requestDirectives: z.boolean(),
+      })
+      .strict()
+      .partial()
+      .default({}),
+    purgeFrom: z.array(z.string().ip()).optional(),
+  })
+  .strict();
+
 /** The schema of the config file; every key is optional except where noted. */
 export const configSchema = z
   .object({
@@ -67,6 +103,7 @@ export const configSchema = z
     limits: limits.default({}),
     peer: peer.default({}),
     forwarding: forwarding.default({}),
+    cache: cache.default({}),
   })
   .strict();
 

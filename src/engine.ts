@@ -3,6 +3,7 @@
  * plan, the origin pools, metrics and the logger. `handle` is the `node:http` request listener.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { HttpCache } from '../cache/http-cache.ts';
 import type { Logger } from 'pino';
 import { HttpTask } from './http-task.ts';
 import type { CairnMetrics } from './metrics.ts';
@@ -24,7 +25,7 @@ export class Engine<Ctx> {
 
   constructor(proxy: ProxyHttp<Ctx>, metrics: CairnMetrics, logger: Logger, scheme: 'http' | 'https') {
     this.proxy = proxy;
-    this.plan = phasePlan(proxy as ProxyHttp<unknown>);
+    this.plan = phasePlan(proxy);
     this.metrics = metrics;
     this.logger = logger;
     this.scheme = scheme;
@@ -32,6 +33,15 @@ export class Engine<Ctx> {
     this.draining = false;
     this.pools = new UpstreamPools(() => metrics.connectionCreated());
   }
+
+  /** Register a cache the first time a request uses it, so its metrics are exported. */
+  noteCache(cache: HttpCache): void {
+    if (this.#caches.has(cache)) return;
+    this.#caches.add(cache);
+    this.metrics.addCache(cache);
+  }
+
+  readonly #caches = new WeakSet<HttpCache>();
 
   /** The request listener: one task per request. */
   handle(request: IncomingMessage, response: ServerResponse): void {

@@ -1,13 +1,15 @@
 /**
- * The phase runner for one request: runs the hooks in order, talks to the origin through the pool
- * (this object is undici's dispatch handler, so no per-request closures are made), streams the
- * body with backpressure both ways, retries when it is safe, and calls `logging` exactly once.
+ * The phase runner for one request: runs the hooks in order, consults the cache when a hook turned
+ * it on, talks to the origin through the pool (this object is undici's dispatch handler, so no
+ * per-request closures are made), streams the body with backpressure both ways, retries when it
+ * is safe, and calls `logging` exactly once.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import type { ChunkSource } from './cache-path.ts';
+import { CacheRequest } from './cache-path.ts';
 import { CairnError, isCairnError } from './errors.ts';
-import type { HeaderMap } from './headers.ts';
 import { appendField, stripHopByHop, upstreamRequestHeaders } from './headers.ts';
 import type { Engine } from './engine.ts';
 import type { HttpPeer } from './peer.ts';
@@ -21,6 +23,18 @@ type TaskResponse = ServerResponse & { [kTask]?: HttpTask<unknown> };
 
 /** Where the exchange with the origin stands. */
 type UpstreamPhase = 'none' | 'connecting' | 'sent' | 'responding' | 'done';
+
+/**
+ * Stages a response body chunk goes through, in order: the origin-side filter, the cache, the
+ * client-side filter, and the range window (a range request that missed). Each may go async.
+ */
+const STAGE_UPSTREAM_FILTER = 0;
+const STAGE_CACHE = 1;
+const STAGE_CLIENT_FILTER = 2;
+const STAGE_WINDOW = 3;
+const STAGE_WRITE = 4;
+
+type Trailers = Record<string, string | string[] | undefined>;
 
 function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
   return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function';
@@ -46,8 +60,16 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   #peer: HttpPeer | null;
   #hasBody: boolean;
   #statusMessage: string | undefined;
-  /** Chunks waiting while an async body filter runs (null when none is pending). */
-  #bodyQueue: (Buffer | null)[] | null;
+  /** The cache path, when `requestCacheFilter` turned caching on. */
+  #cache: CacheRequest<Ctx> | null;
+  /** The cache answered; the origin's response (if any) is drained, not forwarded. */
+  #detached: boolean;
+  /** A body Cairn serves itself (hit, collapsed waiter), pumped with backpressure. */
+  #local: ChunkSource | null;
+  /** True while a body chunk is in an async stage; later chunks wait in `#bodyQueue`. */
+  #bodyBusy: boolean;
+  #bodyQueue: (Buffer | null)[];
+  #trailers: Trailers | null;
   #logged: boolean;
 
   constructor(engine: Engine<Ctx>, request: IncomingMessage, response: ServerResponse) {
@@ -63,13 +85,18 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const length = headers['content-length'];
     this.#hasBody = headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
     this.#statusMessage = undefined;
-    this.#bodyQueue = null;
+    this.#cache = null;
+    this.#detached = false;
+    this.#local = null;
+    this.#bodyBusy = false;
+    this.#bodyQueue = [];
+    this.#trailers = null;
     this.#logged = false;
-    (response as TaskResponse)[kTask] = this as HttpTask<unknown>;
+    (response as TaskResponse)[kTask] = this;
     response.once('close', onResponseClose);
   }
 
-  /** Run the request phases, then go to the origin. Never rejects: failures end in `failToProxy`. */
+  /** Run the request phases, then the cache, then go to the origin. Never rejects. */
   async run(): Promise<void> {
     const { proxy, plan } = this.engine;
     const session = this.session;
@@ -84,11 +111,26 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
         if (answered) return;
       }
       if (session.aborted) return;
+      if (plan.requestCacheFilter) {
+        let cache = proxy.requestCacheFilter(session, this.ctx);
+        if (isThenable(cache)) cache = await cache;
+        if (cache !== undefined) {
+          this.engine.noteCache(cache);
+          const lookup = new CacheRequest(this, cache);
+          this.#cache = lookup;
+          let answered = lookup.lookup();
+          if (isThenable(answered)) answered = await answered;
+          if (answered || session.aborted) return;
+        }
+      }
       if (plan.proxyUpstreamFilter) {
         let proceed = proxy.proxyUpstreamFilter(session, this.ctx);
         if (isThenable(proceed)) proceed = await proceed;
         if (!proceed) {
-          if (!session.responded) await this.fail(new CairnError('CAIRN_ERR_INTERNAL', 'proxyUpstreamFilter declined without answering'));
+          if (!session.responded) {
+            await this.fail(new CairnError('CAIRN_ERR_INTERNAL', 'proxyUpstreamFilter declined without answering'));
+          }
+          this.#cache?.abandon(new CairnError('CAIRN_ERR_CACHE_WRITER_FAILED', 'answered without the origin'));
           return;
         }
       }
@@ -120,6 +162,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       if (plan.requestBodyFilter && this.#hasBody) delete headers['content-length'];
       request = { method: session.method, path: session.path, headers };
       this.#request = request;
+      this.#cache?.prepareUpstream(request);
     }
     const hostMode = peer.hostHeader;
     if (hostMode === 'peer') request.headers.host = peer.port === (peer.tls ? 443 : 80) ? peer.hostname : peer.address;
@@ -140,7 +183,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     pools.get(peer).pool.dispatch(
       {
         path: request.path,
-        method: request.method as Dispatcher.HttpMethod,
+        method: request.method,
         headers: request.headers as Record<string, string | string[]>,
         // undici streams a Readable or an async iterable with backpressure; its types list only the former.
         body: this.#hasBody
@@ -158,7 +201,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
     this.#phase = 'sent';
-    if (this.session.aborted) {
+    if (this.session.aborted && !this.#storing()) {
       controller.abort(new CairnError('CAIRN_ERR_DOWNSTREAM_CLOSED', 'client went away'));
       return;
     }
@@ -176,7 +219,11 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const { engine, session } = this;
     engine.metrics.upstreamAttempt('response');
     this.#noteConnection();
-    if (session.aborted) return;
+    if (session.aborted) {
+      controller.abort(new CairnError('CAIRN_ERR_DOWNSTREAM_CLOSED', 'client went away'));
+      this.#cache?.abandon(session.error);
+      return;
+    }
     stripHopByHop(headers);
     this.#statusMessage = statusMessage;
     const head: ResponseHead = { status: statusCode, headers };
@@ -201,10 +248,26 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     this.#respondHead(head, false);
   }
 
-  /** Run `responseFilter` and write the head to the client; resume the origin if it was held. */
+  /** The cache sees the head, then `responseFilter`, then the head goes to the client. */
   #respondHead(head: ResponseHead, paused: boolean): void {
     const controller = this.#controller;
     if (controller === null) return;
+    const cache = this.#cache;
+    if (cache !== null) {
+      let answered: boolean;
+      try {
+        answered = cache.onUpstreamResponse(head);
+      } catch (error) {
+        controller.abort(hookError(error));
+        return;
+      }
+      if (answered) {
+        // The cache answers (304 merged into the stored copy, or stale-if-error): drain the origin.
+        this.#detached = true;
+        if (paused) controller.resume();
+        return;
+      }
+    }
     const { plan, proxy } = this.engine;
     if (plan.responseFilter) {
       let r: void | Promise<void>;
@@ -239,23 +302,139 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const headers = head.headers;
     const via = this.engine.proxy.forwarding.via;
     if (via !== false) appendField(headers, 'via', via);
+    const cacheStatus = session.cacheStatus;
+    if (cacheStatus !== undefined) {
+      // RFC 9211 §2: the cache nearest the client lists its entry first... last: entries are
+      // appended in the order the response passed the caches.
+      const earlier = headers['cache-status'];
+      headers['cache-status'] = earlier === undefined ? cacheStatus : `${String(earlier)}, ${cacheStatus}`;
+    }
     if (this.engine.draining) headers.connection = 'close';
     session.status = head.status;
     res.writeHead(head.status, this.#statusMessage, headers as Record<string, string | string[]>);
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.session.aborted) return;
-    const plan = this.engine.plan;
-    if (this.#bodyQueue !== null) {
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#detached) return;
+    if (this.session.aborted && !this.#storing()) return;
+    if (this.#bodyBusy) {
       this.#bodyQueue.push(chunk);
       return;
     }
-    if (plan.upstreamResponseBodyFilter || plan.responseBodyFilter) {
-      this.#filterBody(chunk, false);
+    this.#runBody(chunk, STAGE_UPSTREAM_FILTER);
+  }
+
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Trailers): void {
+    this.#phase = 'done';
+    if (this.#detached) return;
+    this.#trailers = trailers;
+    if (this.#bodyBusy) {
+      this.#bodyQueue.push(null);
       return;
     }
-    this.#writeChunk(controller, chunk);
+    this.#runBody(null, STAGE_UPSTREAM_FILTER);
+  }
+
+  /**
+   * Take one chunk (`null` = the end) through the stages from `stage` on. A stage that returns a
+   * promise pauses the origin; later chunks queue until it settles, so order is kept.
+   */
+  #runBody(chunk: Buffer | null, stage: number): void {
+    let current = chunk;
+    for (let s = stage; s < STAGE_WRITE; s++) {
+      const out = this.#stage(s, current);
+      if (isThenable(out)) {
+        this.#bodyBusy = true;
+        this.#controller?.pause();
+        out.then(
+          (value) => this.#resumeBody(value, s + 1),
+          (error: unknown) => this.#bodyFailed(error),
+        );
+        return;
+      }
+      current = out;
+    }
+    this.#emit(current, chunk === null);
+  }
+
+  #resumeBody(value: Buffer | null, nextStage: number): void {
+    this.#bodyBusy = false;
+    const ending = this.#phase === 'done' && this.#bodyQueue.length === 0 && value === null;
+    if (ending || nextStage < STAGE_WRITE) this.#runBody(value, nextStage);
+    else this.#emit(value, false);
+    while (!this.#bodyBusy && this.#bodyQueue.length > 0) {
+      const next = this.#bodyQueue.shift() ?? null;
+      this.#runBody(next, STAGE_UPSTREAM_FILTER);
+    }
+    if (!this.#bodyBusy && this.#phase !== 'done') this.#controller?.resume();
+  }
+
+  #bodyFailed(error: unknown): void {
+    this.#bodyBusy = false;
+    const failure = hookError(error);
+    this.#cache?.abandon(failure);
+    this.#controller?.abort(failure);
+    if (this.session.response.headersSent) this.session.response.destroy(failure);
+  }
+
+  /** One stage; `null` means end-of-body for the filters and "nothing to write" afterwards. */
+  #stage(stage: number, chunk: Buffer | null): Buffer | null | Promise<Buffer | null> {
+    const { plan, proxy } = this.engine;
+    const end = chunk === null;
+    switch (stage) {
+      case STAGE_UPSTREAM_FILTER: {
+        if (!plan.upstreamResponseBodyFilter) return chunk;
+        const r = proxy.upstreamResponseBodyFilter(this.session, chunk, end, this.ctx);
+        return isThenable(r) ? r.then((v) => resolveChunk(v, chunk)) : resolveChunk(r, chunk);
+      }
+      case STAGE_CACHE: {
+        const cache = this.#cache;
+        if (cache === null || chunk === null || chunk.length === 0) return chunk;
+        const r = cache.tee(chunk);
+        return isThenable(r) ? r.then(() => chunk) : chunk;
+      }
+      case STAGE_CLIENT_FILTER: {
+        if (!plan.responseBodyFilter || this.session.aborted) return chunk;
+        // The end call is made in #emit, after every data chunk has passed.
+        if (end) return null;
+        const r = proxy.responseBodyFilter(this.session, chunk, false, this.ctx);
+        return isThenable(r) ? r.then((v) => resolveChunk(v, chunk)) : resolveChunk(r, chunk);
+      }
+      case STAGE_WINDOW: {
+        const window = this.#cache?.window;
+        return window === undefined ? chunk : window.cut(chunk);
+      }
+      default:
+        return chunk;
+    }
+  }
+
+  /** Write a chunk to the client, or finish the response at the end of the body. */
+  #emit(chunk: Buffer | null, end: boolean): void {
+    const controller = this.#controller;
+    if (chunk !== null && chunk.length > 0 && controller !== null && !this.session.aborted) {
+      this.#writeChunk(controller, chunk);
+    }
+    if (end) this.#endBody();
+  }
+
+  #endBody(): void {
+    const { plan, proxy } = this.engine;
+    this.#cache?.finish();
+    if (this.session.aborted) return;
+    if (plan.responseBodyFilter) {
+      const r = proxy.responseBodyFilter(this.session, null, true, this.ctx);
+      if (isThenable(r)) {
+        r.then(
+          (last) => this.#finishResponse(last ?? null),
+          (error: unknown) => this.#bodyFailed(error),
+        );
+        return;
+      }
+      this.#finishResponse(r ?? null);
+      return;
+    }
+    this.#finishResponse(null);
   }
 
   #writeChunk(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -267,81 +446,13 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     }
   }
 
-  /** Run the body filters on one chunk (or the end, as null); async filters queue later chunks. */
-  #filterBody(chunk: Buffer | null, end: boolean): void {
-    const result = this.#applyBodyFilters(chunk, end);
-    if (isThenable(result)) {
-      this.#bodyQueue ??= [];
-      this.#controller?.pause();
-      result.then(
-        (out) => this.#afterAsyncChunk(out, end),
-        (error: unknown) => this.#controller?.abort(hookError(error)),
-      );
-      return;
-    }
-    this.#emitFiltered(result, end);
-  }
-
-  #afterAsyncChunk(out: Buffer | null, end: boolean): void {
-    this.#emitFiltered(out, end);
-    const queue = this.#bodyQueue;
-    if (queue === null) return;
-    this.#bodyQueue = null;
-    for (let i = 0; i < queue.length; i++) {
-      const next = queue[i] ?? null;
-      const isEnd = next === null;
-      if (this.#bodyQueue !== null) {
-        // A filter went async again: keep the rest for later, in order.
-        (this.#bodyQueue as (Buffer | null)[]).push(...queue.slice(i));
-        return;
-      }
-      this.#filterBody(next, isEnd);
-    }
-    if (this.#bodyQueue === null && !end) this.#controller?.resume();
-  }
-
-  #applyBodyFilters(chunk: Buffer | null, end: boolean): Buffer | null | Promise<Buffer | null> {
-    const { plan, proxy } = this.engine;
-    let current = chunk;
-    if (plan.upstreamResponseBodyFilter) {
-      const r = proxy.upstreamResponseBodyFilter(this.session, current, end, this.ctx);
-      if (isThenable(r)) return r.then((v) => this.#secondFilter(resolveChunk(v, current), end));
-      current = resolveChunk(r, current);
-    }
-    return this.#secondFilter(current, end);
-  }
-
-  #secondFilter(chunk: Buffer | null, end: boolean): Buffer | null | Promise<Buffer | null> {
-    const { plan, proxy } = this.engine;
-    if (!plan.responseBodyFilter) return chunk;
-    const r = proxy.responseBodyFilter(this.session, chunk, end, this.ctx);
-    if (isThenable(r)) return r.then((v) => resolveChunk(v, chunk));
-    return resolveChunk(r, chunk);
-  }
-
-  #emitFiltered(out: Buffer | null, end: boolean): void {
-    const controller = this.#controller;
-    if (out !== null && out.length > 0 && controller !== null) this.#writeChunk(controller, out);
-    if (end) this.#finishResponse(this.#pendingTrailers);
-  }
-
-  #pendingTrailers: Record<string, string | string[] | undefined> | null = null;
-
-  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
-    this.#phase = 'done';
-    if (this.session.aborted) return;
-    const plan = this.engine.plan;
-    if (plan.upstreamResponseBodyFilter || plan.responseBodyFilter) {
-      this.#pendingTrailers = trailers;
-      if (this.#bodyQueue !== null) this.#bodyQueue.push(null);
-      else this.#filterBody(null, true);
-      return;
-    }
-    this.#finishResponse(trailers);
-  }
-
-  #finishResponse(trailers: Record<string, string | string[] | undefined> | null): void {
+  #finishResponse(last: Buffer | null): void {
     const res = this.session.response;
+    if (last !== null && last.length > 0) {
+      this.session.bytesSent += last.length;
+      res.write(last);
+    }
+    const trailers = this.#trailers;
     if (trailers !== null) {
       let any = false;
       for (const _ in trailers) {
@@ -350,9 +461,9 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       }
       if (any) {
         if (this.engine.plan.responseTrailerFilter) {
-          this.engine.proxy.responseTrailerFilter(this.session, trailers as HeaderMap, this.ctx);
+          this.engine.proxy.responseTrailerFilter(this.session, trailers, this.ctx);
         }
-        res.addTrailers(trailers as Record<string, string>);
+        res.addTrailers(trailers);
       }
     }
     res.end();
@@ -362,15 +473,21 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const session = this.session;
     const phase = this.#phase;
     this.#phase = 'done';
-    if (session.aborted) return;
     const peer = this.#peer;
     if (peer === null) return;
     const sent = phase !== 'connecting';
     const cairnError = upstreamError(error, sent, peer);
+    if (this.#detached) return;
+    if (session.aborted) {
+      this.#cache?.abandon(cairnError);
+      return;
+    }
     this.engine.metrics.upstreamAttempt(outcomeOf(cairnError));
     if (sent) this.#noteConnection();
     if (phase === 'responding' || session.response.headersSent) {
-      // The response had started: the client must see it cut off, never a short body as complete.
+      // The response had started: the client must see it cut off, never a short body as complete;
+      // and nothing partial is stored.
+      this.#cache?.abandon(cairnError);
       session.error = cairnError;
       session.response.destroy(cairnError);
       return;
@@ -395,12 +512,10 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     // non-idempotent request that may have reached the origin is never repeated.
     const bodyGone = this.#hasBody && session.request.readableDidRead;
     const safe =
-      decided.retry &&
-      session.attempts <= proxy.maxRetries &&
-      !bodyGone &&
-      (!sent || session.idempotent) &&
-      !session.aborted;
+      decided.retry && session.attempts <= proxy.maxRetries && !bodyGone && (!sent || session.idempotent) && !session.aborted;
     if (!safe) {
+      // A dead origin: stale content where the policy allows, else the error response.
+      if (this.#cache?.serveStaleOnError(decided) === true) return;
       await this.fail(decided);
       return;
     }
@@ -415,6 +530,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   async fail(error: CairnError): Promise<void> {
     const session = this.session;
     session.error = error;
+    this.#cache?.abandon(error);
     if (session.aborted) return;
     try {
       let status = this.engine.proxy.failToProxy(session, error, this.ctx);
@@ -441,6 +557,111 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     }
   }
 
+  /** A response being written into the cache keeps going when its client leaves (others wait on it). */
+  #storing(): boolean {
+    return this.#cache !== null && this.#cache.storing;
+  }
+
+  // ---- answering without the origin (cache hits, collapsed waiters) -------------------------
+
+  /** Send `head` and then `source`'s body, through `responseFilter` and `responseBodyFilter`. */
+  serveLocal(head: ResponseHead, source: ChunkSource): void {
+    this.#local = source;
+    const { plan, proxy } = this.engine;
+    if (plan.responseFilter) {
+      let r: void | Promise<void>;
+      try {
+        r = proxy.responseFilter(this.session, head, this.ctx);
+      } catch (error) {
+        source.cancel();
+        void this.fail(hookError(error));
+        return;
+      }
+      if (isThenable(r)) {
+        r.then(
+          () => this.#startLocal(head),
+          (error: unknown) => {
+            source.cancel();
+            void this.fail(hookError(error));
+          },
+        );
+        return;
+      }
+    }
+    this.#startLocal(head);
+  }
+
+  #startLocal(head: ResponseHead): void {
+    this.#writeHead(head);
+    this.#pumpLocal();
+  }
+
+  #pumpLocal(): void {
+    const source = this.#local;
+    if (source === null) return;
+    for (;;) {
+      if (this.session.aborted) {
+        source.cancel();
+        this.#local = null;
+        return;
+      }
+      const chunk = source.read();
+      if (isThenable(chunk)) {
+        chunk.then(
+          (c) => {
+            if (this.#localChunk(c)) this.#pumpLocal();
+          },
+          () => this.#localChunk(undefined),
+        );
+        return;
+      }
+      if (!this.#localChunk(chunk)) return;
+    }
+  }
+
+  /** Deliver one local chunk; returns true to keep pumping synchronously. */
+  #localChunk(chunk: Buffer | null | undefined): boolean {
+    const session = this.session;
+    const res = session.response;
+    if (chunk === undefined) {
+      // The stored or shared body ended early: cut the response, never complete it short.
+      this.#local = null;
+      session.error ??= new CairnError('CAIRN_ERR_CACHE_WRITER_FAILED', 'the cached body ended early');
+      res.destroy();
+      return false;
+    }
+    if (chunk === null) {
+      this.#local = null;
+      this.#endBody();
+      return false;
+    }
+    const { plan, proxy } = this.engine;
+    let out: Buffer | null = chunk;
+    if (plan.responseBodyFilter) {
+      const r = proxy.responseBodyFilter(session, chunk, false, this.ctx);
+      if (isThenable(r)) {
+        r.then(
+          (v) => {
+            if (this.#writeLocal(resolveChunk(v, chunk))) this.#pumpLocal();
+          },
+          (error: unknown) => this.#bodyFailed(error),
+        );
+        return false;
+      }
+      out = resolveChunk(r, chunk);
+    }
+    return this.#writeLocal(out);
+  }
+
+  #writeLocal(chunk: Buffer | null): boolean {
+    if (chunk === null || chunk.length === 0) return true;
+    const session = this.session;
+    session.bytesSent += chunk.length;
+    if (session.response.write(chunk)) return true;
+    session.response.once('drain', onResponseDrain);
+    return false;
+  }
+
   // ---- downstream events -------------------------------------------------------------------
 
   /** The response is over (complete, or the client went away). */
@@ -451,14 +672,29 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       session.aborted = true;
       const gone = new CairnError('CAIRN_ERR_DOWNSTREAM_CLOSED', 'client closed the connection before the response ended');
       session.error ??= gone;
+      this.#local?.cancel();
+      this.#local = null;
       const controller = this.#controller;
-      if (controller !== null && this.#phase !== 'done') controller.abort(gone);
+      if (this.#storing() && this.#phase !== 'done') {
+        // Keep filling the cache: the client is gone, but waiters and later requests want it.
+        controller?.resume();
+      } else if (controller !== null && this.#phase !== 'done') {
+        controller.abort(gone);
+        this.#cache?.abandon(gone);
+      } else if (this.#phase === 'none') {
+        this.#cache?.abandon(gone);
+      }
     }
     this.#log();
   }
 
-  resumeUpstream(): void {
-    if (this.#bodyQueue === null) this.#controller?.resume();
+  /** The client's socket drained: continue the local body, or let the origin send more. */
+  drained(): void {
+    if (this.#local !== null) {
+      this.#pumpLocal();
+      return;
+    }
+    if (!this.#bodyBusy) this.#controller?.resume();
   }
 
   #log(): void {
@@ -485,17 +721,16 @@ function resolveChunk(result: BodyFilterResult, original: Buffer | null): Buffer
 }
 
 function outcomeOf(error: CairnError): 'connect_error' | 'timeout' | 'error' {
-  switch (error.code) {
-    case 'CAIRN_ERR_UPSTREAM_CONNECT':
-    case 'CAIRN_ERR_UPSTREAM_TLS':
-      return 'connect_error';
-    case 'CAIRN_ERR_UPSTREAM_CONNECT_TIMEOUT':
-    case 'CAIRN_ERR_UPSTREAM_HEADERS_TIMEOUT':
-    case 'CAIRN_ERR_UPSTREAM_BODY_TIMEOUT':
-      return 'timeout';
-    default:
-      return 'error';
+  const code = error.code;
+  if (code === 'CAIRN_ERR_UPSTREAM_CONNECT' || code === 'CAIRN_ERR_UPSTREAM_TLS') return 'connect_error';
+  if (
+    code === 'CAIRN_ERR_UPSTREAM_CONNECT_TIMEOUT' ||
+    code === 'CAIRN_ERR_UPSTREAM_HEADERS_TIMEOUT' ||
+    code === 'CAIRN_ERR_UPSTREAM_BODY_TIMEOUT'
+  ) {
+    return 'timeout';
   }
+  return 'error';
 }
 
 function onResponseClose(this: TaskResponse): void {
@@ -503,7 +738,7 @@ function onResponseClose(this: TaskResponse): void {
 }
 
 function onResponseDrain(this: TaskResponse): void {
-  this[kTask]?.resumeUpstream();
+  this[kTask]?.drained();
 }
 
 /** The request body with `requestBodyFilter` applied, chunk by chunk, for undici to stream. */

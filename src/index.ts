@@ -26,3 +26,27 @@ export { createLogger, LOG_LEVELS } from './logger.ts';
 export type { LogLevel } from './logger.ts';
 export { appendField, headerValue, isHopByHop, stripHopByHop } from './headers.ts';
 export type { ForwardingOptions, HeaderMap } from './headers.ts';
+
+// The cache: a store (memory, LMDB, tiered), the HttpCache a proxy returns from requestCacheFilter,
+// and the pure RFC 9111 / 9211 helpers a hook may want.
+export { HttpCache, LOOKUP_RESULTS } from '../cache/http-cache.ts';
+export type { HttpCacheOptions, LookupResult, OpenHttpCacheOptions } from '../cache/http-cache.ts';
+export { MemoryStore } from '../cache/memory-store.ts';
+export type { MemoryStoreOptions } from '../cache/memory-store.ts';
+export { LmdbStore } from '../cache/lmdb-store.ts';
+export type { LmdbStoreOptions } from '../cache/lmdb-store.ts';
+export { TieredStore } from '../cache/tiered-store.ts';
+export type {
+  CacheStore,
+  CacheStoreStats,
+  CacheWriter,
+  CachedObject,
+  NewObjectMeta,
+  ObjectMeta,
+  StoredHeaders,
+} from '../cache/store.ts';
+export { CACHE_STATUS, CacheStatusBuilder, parseCacheStatus } from '../cache/cache-status.ts';
+export type { CacheStatusEntry } from '../cache/cache-status.ts';
+export { acceptEncodingNormaliser, cacheKey } from '../cache/key.ts';
+export type { PolicyOptions, ResponseVerdict, UncacheableReason } from '../cache/policy.ts';
+export type { CacheLockOptions } from '../cache/lock.ts';

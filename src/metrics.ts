@@ -4,6 +4,8 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Counter as CounterT } from 'prom-client';
+import type { HttpCache } from '../cache/http-cache.ts';
+import { LOOKUP_RESULTS } from '../cache/http-cache.ts';
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 type StatusClass = (typeof STATUS_CLASSES)[number];
@@ -89,6 +91,63 @@ export class CairnMetrics {
       registers: [registry],
     });
   }
+
+  /**
+   * Export a cache's lookups, per-tier bytes/objects/evictions and lock counters. Read at scrape
+   * time from the cache's own counters, so the request path only bumps plain numbers.
+   */
+  addCache(cache: HttpCache): void {
+    this.#caches.push(cache);
+    if (this.#caches.length > 1) return;
+    const caches = this.#caches;
+    const registers = [this.registry];
+    new Counter({
+      name: 'cairn_cache_lookups_total',
+      help: 'Cache lookups by result (hit, miss, stale, revalidated, bypass, collapsed).',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        this.reset();
+        for (const result of LOOKUP_RESULTS) {
+          let sum = 0;
+          for (const c of caches) sum += c.lookups[result];
+          this.labels(result).inc(sum);
+        }
+      },
+    });
+    const perTier = (name: string, help: string, pick: (s: { bytes: number; objects: number; evictions: number }) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['tier'],
+        registers,
+        collect() {
+          this.reset();
+          for (const c of caches) for (const t of c.tierStats()) this.labels(t.tier).inc(pick(t));
+        },
+      });
+    };
+    perTier('cairn_cache_bytes', 'Bytes stored, per cache tier.', (t) => t.bytes);
+    perTier('cairn_cache_objects', 'Objects stored, per cache tier.', (t) => t.objects);
+    perTier('cairn_cache_evictions', 'Objects evicted to stay under the byte limit, per tier, since start.', (t) => t.evictions);
+    const lockCounter = (name: string, help: string, pick: (c: HttpCache) => number): void => {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          let sum = 0;
+          for (const c of caches) sum += pick(c);
+          this.inc(sum);
+        },
+      });
+    };
+    lockCounter('cairn_cache_lock_waits_total', 'Requests that waited for another request fetching the same key.', (c) => c.lock?.counters.waits ?? 0);
+    lockCounter('cairn_cache_lock_timeouts_total', 'Lock waits that gave up and fetched on their own.', (c) => c.lock?.counters.timeouts ?? 0);
+  }
+
+  readonly #caches: HttpCache[] = [];
 
   requestStarted(): void {
     this.#inFlight.inc();

@@ -31,6 +31,11 @@
  *
  * Every hook may return its value directly or as a Promise; prefer plain values on the hot path.
  */
+import type { HttpCache } from '../cache/http-cache.ts';
+import { evaluateConditional } from '../cache/conditional.ts';
+import { cacheKey as defaultCacheKey } from '../cache/key.ts';
+import type { ResponseVerdict } from '../cache/policy.ts';
+import type { ObjectMeta } from '../cache/store.ts';
 import { CairnError } from './errors.ts';
 import type { ForwardingOptions, HeaderMap } from './headers.ts';
 import { DEFAULT_FORWARDING } from './headers.ts';
@@ -124,6 +129,78 @@ export class ProxyHttp<Ctx = Record<string, never>> {
   requestBodyFilter(_session: Session, _chunk: Buffer | null, _end: boolean, _ctx: Ctx): MaybePromise<BodyFilterResult> {
     return undefined;
   }
+
+  /**
+   * Turn caching on for this request: return the `HttpCache` to use, or nothing to bypass the
+   * cache. May be async. Default: nothing (the bare `ProxyHttp` does not cache; `CdnProxy` does).
+   */
+  requestCacheFilter(_session: Session, _ctx: Ctx): MaybePromise<HttpCache | undefined> {
+    return undefined;
+  }
+
+  /**
+   * The primary cache key. Must be synchronous. Default: scheme + host (lower-cased, default port
+   * dropped) + path + query; never without the host. Return `undefined` to bypass the cache.
+   */
+  cacheKey(session: Session, _ctx: Ctx): string | undefined {
+    return defaultCacheKey(session.scheme, session.host, session.path);
+  }
+
+  /**
+   * A stored response was found and is usable. Return `true` to force a refresh from the origin
+   * anyway (it is revalidated as if stale). Must be synchronous. Default: `false`.
+   */
+  cacheHitFilter(_session: Session, _meta: ObjectMeta, _ctx: Ctx): boolean {
+    return false;
+  }
+
+  /** Nothing usable was stored for this request; called before the cache lock. Default: nothing. */
+  cacheMiss(_session: Session, _ctx: Ctx): void {}
+
+  /**
+   * Decide whether the origin's response is stored. `verdict` is the RFC 9111 decision (with
+   * `CDN-Cache-Control`); return it, or another one (e.g. `{ storable: false, reason: 'status' }`).
+   * Must be synchronous. Default: `verdict`.
+   */
+  responseCacheFilter(_session: Session, _response: ResponseHead, verdict: ResponseVerdict, _ctx: Ctx): ResponseVerdict {
+    return verdict;
+  }
+
+  /**
+   * Normalise a request header named by `Vary` before it selects a variant (e.g. reduce
+   * `Accept-Encoding` to the one coding you serve). Must be synchronous. Default: the value as sent.
+   */
+  cacheVaryFilter(_session: Session, _name: string, value: string | undefined, _ctx: Ctx): string | undefined {
+    return value;
+  }
+
+  /**
+   * May a stale response be served? `error` is set when the origin failed (stale-if-error), unset
+   * for stale-while-revalidate; `allowed` is what the response's directives permit. Must be
+   * synchronous. Default: `allowed`.
+   */
+  shouldServeStale(_session: Session, _ctx: Ctx, _error: CairnError | undefined, allowed: boolean): boolean {
+    return allowed;
+  }
+
+  /**
+   * Should this conditional request (`If-None-Match`, `If-Modified-Since`) get a 304 for the cached
+   * `response`? Must be synchronous. Default: RFC 9110 §13.2.2 evaluation.
+   */
+  cacheNotModifiedFilter(session: Session, response: ResponseHead, _ctx: Ctx): boolean {
+    return evaluateConditional(session.method, session.headers, response.status, response.headers) === 'not-modified';
+  }
+
+  /**
+   * Is this request a purge? Must be synchronous. Default: method `PURGE` (the cache's `purgeFrom`
+   * addresses are allowed; others get 403).
+   */
+  isPurge(session: Session, _ctx: Ctx): boolean {
+    return session.method === 'PURGE';
+  }
+
+  /** Change the response to a purge before it is sent. Must be synchronous. Default: nothing. */
+  purgeResponseFilter(_session: Session, _response: ResponseHead, _ctx: Ctx): void {}
 
   /**
    * Last chance to answer without the origin (after the cache, on a miss).
@@ -287,6 +364,16 @@ export const HOOK_NAMES = [
   'earlyRequestFilter',
   'requestFilter',
   'requestBodyFilter',
+  'requestCacheFilter',
+  'cacheKey',
+  'cacheHitFilter',
+  'cacheMiss',
+  'responseCacheFilter',
+  'cacheVaryFilter',
+  'shouldServeStale',
+  'cacheNotModifiedFilter',
+  'isPurge',
+  'purgeResponseFilter',
   'proxyUpstreamFilter',
   'connectedToUpstream',
   'failToConnect',

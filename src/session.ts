@@ -120,6 +120,7 @@ export class Session {
     if (res.headersSent || this.aborted) return;
     const bytes = typeof body === 'string' ? Buffer.from(body) : body;
     headers['content-length'] = bytes.length;
+    if (this.cacheStatus !== undefined && headers['cache-status'] === undefined) headers['cache-status'] = this.cacheStatus;
     res.writeHead(status, headers);
     this.status = status;
     if (this.method === 'HEAD' || status === 204 || status === 304) {

@@ -110,7 +110,7 @@ export class UpstreamPools {
       ...(peer.sni === undefined ? {} : { servername: peer.sni }),
       allowH2: peer.allowH2,
       keepAlive: true,
-    } as buildConnector.BuildOptions);
+    });
     const onConnection = this.#onConnection;
     const connect: buildConnector.connector = (options, callback) => {
       base(options, (error, socket) => {

@@ -1,0 +1,102 @@
+/**
+ * `CdnProxy`: the ready-made caching tier. A `ReverseProxy` that turns the cache on for every
+ * request, normalises `Accept-Encoding` for `Vary`, and adds a purge API to the admin listener.
+ * Built only from Cairn's public API.
+ */
+import { acceptEncodingNormaliser, HttpCache } from '../src/index.ts';
+import type { AdminServer, OpenHttpCacheOptions, Session } from '../src/index.ts';
+import { ReverseProxy } from './reverse-proxy.ts';
+import type { ReverseProxyOptions } from './reverse-proxy.ts';
+
+export interface CdnProxyOptions extends ReverseProxyOptions {
+  readonly cache: HttpCache;
+}
+
+type Ctx = { first: number };
+
+/**
+ * @example
+ * ```ts
+ * import { HttpCache, serve } from 'cairn';
+ * import { CdnProxy } from 'cairn/proxies';
+ * const cache = await HttpCache.open({ memory: { maxBytes: 256 << 20 }, disk: { path: './cache', maxBytes: 4 << 30 } });
+ * const proxy = new CdnProxy({ origins: ['http://127.0.0.1:3000'], cache });
+ * await serve(proxy, { listen: '127.0.0.1:8080', admin: '127.0.0.1:9090', adminRoutes: (a) => proxy.adminRoutes(a) });
+ * ```
+ */
+export class CdnProxy extends ReverseProxy {
+  readonly cache: HttpCache;
+
+  constructor(options: CdnProxyOptions) {
+    super(options);
+    this.cache = options.cache;
+  }
+
+  /** Open a memory (+ LMDB) cache and a CdnProxy over it. */
+  static async open(options: ReverseProxyOptions & { readonly cache: OpenHttpCacheOptions }): Promise<CdnProxy> {
+    const cache = await HttpCache.open(options.cache);
+    return new CdnProxy({ ...options, cache });
+  }
+
+  override requestCacheFilter(): HttpCache {
+    return this.cache;
+  }
+
+  /** One variant per coding actually served (br, gzip, identity), not one per browser's header. */
+  override cacheVaryFilter(_session: Session, name: string, value: string | undefined, _ctx: Ctx): string | undefined {
+    return acceptEncodingNormaliser(name, value);
+  }
+
+  /**
+   * `POST /purge` on the admin listener, with a JSON body naming what to drop:
+   * `{"url": "http://host/path"}` (every variant), `{"tag": "product-42"}` (Surrogate-Key /
+   * Cache-Tag), or `{"prefix": "http://host/static/"}`. Answers `{"purged": N}`.
+   */
+  adminRoutes(admin: AdminServer): void {
+    admin.route('POST', '/purge', async (req, res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > 65_536) {
+          res.writeHead(413, { 'content-type': 'application/json' });
+          res.end('{"error":"body too large"}\n');
+          return;
+        }
+        chunks.push(chunk);
+      }
+      let body: { url?: unknown; tag?: unknown; prefix?: unknown };
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+      } catch {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end('{"error":"body must be JSON"}\n');
+        return;
+      }
+      let purged: number;
+      if (typeof body.url === 'string') {
+        let key: string | undefined;
+        try {
+          const u = new URL(body.url);
+          key = this.cache.keyFor(u.protocol.slice(0, -1), u.host, u.pathname + u.search);
+        } catch {
+          key = undefined;
+        }
+        if (key === undefined) {
+          res.writeHead(400, { 'content-type': 'application/json' });
+          res.end('{"error":"url must be an absolute http(s) URL"}\n');
+          return;
+        }
+        purged = await this.cache.purgeKey(key);
+      } else if (typeof body.tag === 'string') purged = await this.cache.purgeTag(body.tag);
+      else if (typeof body.prefix === 'string') purged = await this.cache.purgePrefix(body.prefix);
+      else {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end('{"error":"give one of url, tag, prefix"}\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`${JSON.stringify({ purged })}\n`);
+    });
+  }
+}
