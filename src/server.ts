@@ -111,24 +111,35 @@ export function parseAddress(value: string | ListenAddress, what = 'listen'): Li
 export async function serve<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions = {}): Promise<CairnServer> {
   const workers = options.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1) {
-    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `workers: must be a whole number >= 1 (got ${String(workers)})`);
+    throw new CairnError(
+      'CAIRN_ERR_CONFIG_INVALID',
+      `workers: must be a whole number >= 1 (got ${String(workers)})`,
+    );
   }
   if (workers > 1 && cluster.isPrimary) return servePrimary(workers, options);
   return serveProcess(proxy, options);
 }
 
 async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): Promise<CairnServer> {
-  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const limits = resolveLimits(options.limits);
   const logger = options.logger ?? createLogger(options.logLevel ?? 'info');
   const metrics = new CairnMetrics();
   const engine = new Engine(proxy, metrics, logger, 'http');
   const listen = parseAddress(options.listen ?? '127.0.0.1:8080');
+  // Node checks headersTimeout/requestTimeout only every connectionsCheckingInterval (30 s by
+  // default), so a 10 s header deadline could let a slowloris client hold a socket for 40 s.
+  const shortest =
+    limits.requestTimeout > 0
+      ? Math.min(limits.headersTimeout, limits.requestTimeout)
+      : limits.headersTimeout;
   const server = createServer({
     maxHeaderSize: limits.maxHeaderSize,
     keepAliveTimeout: limits.keepAliveTimeout,
     headersTimeout: limits.headersTimeout,
     requestTimeout: limits.requestTimeout,
-    requireHostHeader: true,
+    connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(shortest / 4))),
+    // Checked in screenRequest instead, so the refusal is counted and logged like the others.
+    requireHostHeader: false,
     insecureHTTPParser: false,
   });
   // Node truncates headers past maxHeadersCount silently; allow one more so an overflow is seen
@@ -137,11 +148,13 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   server.maxRequestsPerSocket = limits.maxRequestsPerSocket;
   const maxFields = limits.maxHeadersCount * 2;
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    if (req.rawHeaders.length > maxFields) {
-      metrics.rejected('headers_too_large');
-      res.shouldKeepAlive = false;
-      res.writeHead(431, { 'content-type': 'text/plain', connection: 'close' });
-      res.end('431 Request Header Fields Too Large\n');
+    const socket = req.socket;
+    // A request pipelined behind a refused one on the same connection is never proxied: the
+    // connection closes after the refusal, and its framing can no longer be trusted.
+    if (refusedSockets.has(socket)) return;
+    const status = req.rawHeaders.length > maxFields ? 431 : screenRequest(req);
+    if (status !== 0) {
+      refuse(socket, res, status, metrics, logger);
       return;
     }
     engine.handle(req, res);
@@ -152,6 +165,13 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   server.on('checkContinue', onRequest);
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
     rejectClient(error, socket, metrics, logger);
+  });
+  // A reverse proxy does not tunnel (RFC 9110 §9.3.6): refuse CONNECT instead of dropping the socket.
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    metrics.rejected('bad_request');
+    socket.on('error', destroySocket);
+    socket.end('HTTP/1.1 501 Not Implemented\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    socket.destroySoon();
   });
 
   await listenOn(server, listen);
@@ -164,17 +184,23 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
     // The primary serves the admin listener and asks each worker for its metrics.
     AggregatorRegistry.setRegistries([metrics.registry]);
   } else if (options.admin !== undefined && options.admin !== false) {
-    admin = new AdminServer(() => metrics.registry.metrics(), () => !engine.draining, metrics.registry.contentType);
+    admin = new AdminServer(
+      () => metrics.registry.metrics(),
+      () => !engine.draining,
+      metrics.registry.contentType,
+    );
     options.adminRoutes?.(admin);
     const where = parseAddress(options.admin, 'admin');
     const info = await admin.listen(where.host, where.port);
     adminAddress = { host: info.address, port: info.port };
   }
   logger.info({ listen: `${bound.host}:${bound.port}`, admin: adminAddress }, 'listening');
+  const flusher = startFlushing(logger);
 
   const shutdownTimeout = options.shutdownTimeout ?? 10_000;
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
+    clearInterval(flusher);
     closing ??= shutdown(server, engine, admin, logger, shutdownTimeout);
     return closing;
   };
@@ -226,6 +252,125 @@ function installSignals(close: () => Promise<void>, logger: Logger): void {
   process.once('SIGINT', onSignal);
 }
 
+/** Fill in defaults and check the limits Node would otherwise reject with a bare RangeError. */
+function resolveLimits(given: Partial<ServerLimits> = {}): ServerLimits {
+  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...given };
+  // Node requires headersTimeout <= requestTimeout. A shorter requestTimeout alone lowers the
+  // default header deadline with it; both given and inconsistent is a configuration error.
+  if (limits.requestTimeout > 0 && limits.headersTimeout > limits.requestTimeout) {
+    if (given.headersTimeout !== undefined) {
+      throw new CairnError(
+        'CAIRN_ERR_CONFIG_INVALID',
+        `limits.headersTimeout: must be <= limits.requestTimeout (${limits.headersTimeout} > ${limits.requestTimeout})`,
+      );
+    }
+    return { ...limits, headersTimeout: limits.requestTimeout };
+  }
+  return limits;
+}
+
+/** Flush buffered log lines every second, so a quiet proxy's lines do not wait for the next 4 KiB. */
+function startFlushing(logger: Logger): NodeJS.Timeout {
+  logger.flush();
+  const timer = setInterval(flushQuietly, 1000, logger);
+  timer.unref();
+  return timer;
+}
+
+function flushQuietly(logger: Logger): void {
+  try {
+    logger.flush();
+  } catch {
+    // A destination that cannot flush (closed stdout) must not take the proxy down.
+  }
+}
+
+// RFC 3986 §3.2.2 host (IP-literal or reg-name, percent-encoded allowed) and §3.2.3 port: what a
+// Host field value (RFC 9110 §7.2) or an absolute-form authority may be. No userinfo.
+const HOST_VALUE = /^(?:\[[0-9A-Za-z:._~%!$&'()*+,;=-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?$/;
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)([^#]*)$/i;
+
+/** Connections on which a request was refused: anything pipelined after it is dropped. */
+const refusedSockets = new WeakSet<Socket>();
+
+/**
+ * What Node's parser lets through but a proxy must not forward, because the origin (or a cache)
+ * could read the request differently from us. Returns the status to refuse with, or 0.
+ * Rewrites an absolute-form target to origin-form, taking the authority as Host.
+ */
+function screenRequest(req: IncomingMessage): number {
+  // RFC 9112 §2.3: this listener speaks HTTP/1.x. An HTTP/0.9 request line has no version: malformed.
+  if (req.httpVersionMajor !== 1) return req.httpVersionMajor === 0 ? 400 : 505;
+  const headers = req.headers;
+  const te = headers['transfer-encoding'];
+  if (te !== undefined) {
+    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing. Any coding list
+    // other than a lone `chunked` (`identity, chunked`, `gzip` + `chunked`, …) is framing another
+    // parser may read differently: refuse it rather than guess (the body is re-framed upstream anyway).
+    if (req.httpVersionMinor === 0 || te.toLowerCase() !== 'chunked') return 400;
+  }
+  // RFC 9112 §3.2: 400 for more than one Host field line or an invalid Host value.
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts++;
+  }
+  const host = headers.host;
+  if (hosts > 1) return 400;
+  if (host === undefined) {
+    if (req.httpVersionMinor === 1) return 400;
+  } else if (!HOST_VALUE.test(host)) return 400;
+  const target = req.url ?? '';
+  if (target.charCodeAt(0) === 0x2f /* '/' */) return 0;
+  // RFC 9112 §3.2.4: asterisk-form is for OPTIONS only.
+  if (target === '*') return req.method === 'OPTIONS' ? 0 : 400;
+  // RFC 9112 §3.2.2: a server must accept absolute-form, and then use its authority, not Host, so
+  // the origin and the cache key see the same host.
+  const match = ABSOLUTE_FORM.exec(target);
+  const authority = match?.[1];
+  if (match === null || authority === undefined || authority === '' || !HOST_VALUE.test(authority))
+    return 400;
+  const rest = match[2] ?? '';
+  req.url = rest === '' ? '/' : rest.charCodeAt(0) === 0x3f /* '?' */ ? `/${rest}` : rest;
+  headers.host = authority;
+  return 0;
+}
+
+const REFUSAL_BODY: Readonly<Record<number, string>> = {
+  400: '400 Bad Request\n',
+  431: '431 Request Header Fields Too Large\n',
+  505: '505 HTTP Version Not Supported\n',
+};
+
+/** Answer a parsed request that must not be proxied, and close its connection. */
+function refuse(
+  socket: Socket,
+  res: ServerResponse,
+  status: number,
+  metrics: CairnMetrics,
+  logger: Logger,
+): void {
+  refusedSockets.add(socket);
+  metrics.rejected(status === 431 ? 'headers_too_large' : 'bad_request');
+  if (logger.isLevelEnabled('info')) {
+    logger.info({ status, client: socket.remoteAddress }, 'request rejected');
+  }
+  const body = REFUSAL_BODY[status] ?? `${status}\n`;
+  res.shouldKeepAlive = false;
+  res.writeHead(status, {
+    'content-type': 'text/plain',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    connection: 'close',
+  });
+  res.end(body);
+}
+
+function destroySocket(this: Socket): void {
+  this.destroy();
+}
+
 const CLIENT_ERROR_STATUS: Readonly<Record<string, number>> = {
   HPE_HEADER_OVERFLOW: 431,
   ERR_HTTP_REQUEST_TIMEOUT: 408,
@@ -237,12 +382,24 @@ const CLIENT_ERROR_STATUS: Readonly<Record<string, number>> = {
  * status and close, and forward nothing. Smuggling attempts (CL + TE, conflicting CL, bad chunk
  * sizes) all end here.
  */
-function rejectClient(error: NodeJS.ErrnoException, socket: Socket, metrics: CairnMetrics, logger: Logger): void {
+function rejectClient(
+  error: NodeJS.ErrnoException,
+  socket: Socket,
+  metrics: CairnMetrics,
+  logger: Logger,
+): void {
   const code = error.code ?? '';
   if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
     socket.destroy();
     return;
   }
+  // Already refused (and counted) when it was parsed; its body turned out bad too. The refusal
+  // is on its way out: just close once it is written.
+  if (refusedSockets.has(socket)) {
+    socket.destroySoon();
+    return;
+  }
+  refusedSockets.add(socket);
   const status = CLIENT_ERROR_STATUS[code] ?? 400;
   metrics.rejected(status === 431 ? 'headers_too_large' : status === 408 ? 'timeout' : 'bad_request');
   if (logger.isLevelEnabled('info')) {
@@ -254,9 +411,17 @@ function rejectClient(error: NodeJS.ErrnoException, socket: Socket, metrics: Cai
     socket.destroy();
     return;
   }
-  const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
+  const reason =
+    status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-  socket.destroySoon();
+  // The head was good, so the engine may already be sending this request upstream while its body
+  // turned out malformed (a bad chunk size in the same packet, a timeout mid-body). Abort the body
+  // stream now, synchronously, so the origin gets nothing more (usually nothing at all) and sees
+  // the request end abnormally, never complete. (This closes the socket once the reply is written
+  // to it: Node destroys the connection of an aborted request.)
+  const req = inFlight?.req;
+  if (req !== undefined && !req.complete) req.destroy();
+  else socket.destroySoon();
 }
 
 function listenOn(server: Server, where: ListenAddress): Promise<void> {
@@ -299,12 +464,10 @@ async function servePrimary(count: number, options: ServeOptions): Promise<Cairn
   let admin: AdminServer | undefined;
   let adminAddress: ListenAddress | undefined;
   if (options.admin !== undefined && options.admin !== false) {
+    // Only the workers' metrics, summed: the primary serves no requests, and appending its own
+    // registry would repeat every metric family, which Prometheus refuses to scrape.
     admin = new AdminServer(
-      async () => {
-        const own = await metrics.registry.metrics();
-        const all = await aggregator.clusterMetrics();
-        return `${all}\n${own}`;
-      },
+      () => aggregator.clusterMetrics(),
       () => !stopping,
       aggregator.contentType,
     );
@@ -314,8 +477,10 @@ async function servePrimary(count: number, options: ServeOptions): Promise<Cairn
     adminAddress = { host: info.address, port: info.port };
   }
   logger.info({ workers: count, listen: bound, admin: adminAddress }, 'cluster listening');
+  const flusher = startFlushing(logger);
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
+    clearInterval(flusher);
     closing ??= (async () => {
       stopping = true;
       const exits = workers.map((w) => once(w, 'exit'));
