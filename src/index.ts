@@ -49,4 +49,34 @@ export { CACHE_STATUS, CacheStatusBuilder, parseCacheStatus } from '../cache/cac
 export type { CacheStatusEntry } from '../cache/cache-status.ts';
 export { acceptEncodingNormaliser, cacheKey } from '../cache/key.ts';
 export type { PolicyOptions, ResponseVerdict, UncacheableReason } from '../cache/policy.ts';
+/**
+ * The pure storability decision the cache path makes for every response (RFC 9111 §3), for tools
+ * that explain it (`cairn explain`, `cairn/testing`). Resolve options once with
+ * `resolvePolicyOptions`; `effectiveCacheControl` tells which field (Cache-Control or an RFC 9213
+ * targeted field such as CDN-Cache-Control) supplied the directives.
+ *
+ * @example
+ * ```ts
+ * const options = resolvePolicyOptions({ setCookie: 'strip' });
+ * const now = Date.now();
+ * const verdict = evaluateResponse(
+ *   { method: 'GET', headers: {} },
+ *   { status: 200, headers: { 'cache-control': 'max-age=60' } },
+ *   { requestTime: now, responseTime: now },
+ *   options,
+ * );
+ * verdict.storable ? verdict.policy.lifetime : verdict.reason; // 60
+ * ```
+ */
+export { effectiveCacheControl, evaluateResponse, resolvePolicyOptions } from '../cache/policy.ts';
+export type {
+  CacheControl,
+  EffectiveCacheControl,
+  PolicyRequest,
+  PolicyResponse,
+  ResolvedPolicyOptions,
+  ResponseTiming,
+  SetCookieMode,
+  StoredPolicy,
+} from '../cache/policy.ts';
 export type { CacheLockOptions } from '../cache/lock.ts';
