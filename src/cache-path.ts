@@ -283,6 +283,11 @@ export class CacheRequest<Ctx> {
     return this.#requestCc;
   }
 
+  /** The variant this request selects for a response's `Vary`, through `cacheVaryFilter`. */
+  variantOf(vary: string | string[] | undefined): string | undefined {
+    return this.#variantOf(vary);
+  }
+
   #variantOf(vary: string | string[] | undefined): string | undefined {
     const { session, ctx, engine } = this.task;
     if (!engine.plan.cacheVaryFilter) return varyVariant(vary, session.headers);
@@ -863,9 +868,14 @@ class BackgroundRevalidation<Ctx> implements Dispatcher.DispatchHandler {
       return;
     }
     if (statusCode >= 500) return; // keep serving the stale copy
-    const verdict = evaluateResponse(request, { status: statusCode, headers: headers }, timing, cache.policy);
+    let verdict = evaluateResponse(request, { status: statusCode, headers: headers }, timing, cache.policy);
+    // The same hooks as a foreground fetch: a refresh must land where lookups look for it.
+    const { proxy, plan } = owner.task.engine;
+    if (plan.responseCacheFilter) {
+      verdict = proxy.responseCacheFilter(session, { status: statusCode, headers }, verdict, owner.task.ctx);
+    }
     if (!verdict.storable) return;
-    const variant = varyVariant(verdict.headers.vary, session.headers);
+    const variant = owner.variantOf(verdict.headers.vary);
     if (variant === undefined) return;
     const url = `${session.scheme}://${session.host}${session.path}`;
     this.#writer = cache.store.createWriter(newObjectMeta(this.#key, variant, url, verdict, cache.policy));
