@@ -1,7 +1,7 @@
 // The README's "Write your own proxy" example, extracted and run as written: if the README drifts
 // from the API, this fails.
 import assert from 'node:assert/strict';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -35,6 +35,7 @@ test('the README example proxy runs as documented', async (t) => {
   await mkdir(dir, { recursive: true });
   const file = join(dir, 'example.ts');
   await writeFile(file, match[1]);
+  t.after(() => rm(dir, { recursive: true, force: true }));
 
   const apiSeen: Seen[] = [];
   const webSeen: Seen[] = [];
