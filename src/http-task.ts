@@ -128,7 +128,10 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
         if (isThenable(proceed)) proceed = await proceed;
         if (!proceed) {
           if (!session.responded) {
-            await this.fail(new CairnError('CAIRN_ERR_INTERNAL', 'proxyUpstreamFilter declined without answering'));
+            // 502, as documented on proxyUpstreamFilter.
+            await this.fail(
+              new CairnError('CAIRN_ERR_INTERNAL', 'proxyUpstreamFilter declined without answering', { status: 502 }),
+            );
           }
           this.#cache?.abandon(new CairnError('CAIRN_ERR_CACHE_WRITER_FAILED', 'answered without the origin'));
           return;
@@ -339,29 +342,35 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
    * Take one chunk (`null` = the end) through the stages from `stage` on. A stage that returns a
    * promise pauses the origin; later chunks queue until it settles, so order is kept.
    */
-  #runBody(chunk: Buffer | null, stage: number): void {
+  #runBody(chunk: Buffer | null, stage: number, end = chunk === null): void {
     let current = chunk;
     for (let s = stage; s < STAGE_WRITE; s++) {
-      const out = this.#stage(s, current);
+      let out: Buffer | null | Promise<Buffer | null>;
+      try {
+        out = this.#stage(s, current);
+      } catch (error) {
+        // Caught here: thrown into undici's callbacks it would look like the origin closing.
+        this.#bodyFailed(error);
+        return;
+      }
       if (isThenable(out)) {
         this.#bodyBusy = true;
         this.#controller?.pause();
         out.then(
-          (value) => this.#resumeBody(value, s + 1),
+          // `end` travels with the chunk: a filter may turn the end call into data.
+          (value) => this.#resumeBody(value, s + 1, end),
           (error: unknown) => this.#bodyFailed(error),
         );
         return;
       }
       current = out;
     }
-    this.#emit(current, chunk === null);
+    this.#emit(current, end);
   }
 
-  #resumeBody(value: Buffer | null, nextStage: number): void {
+  #resumeBody(value: Buffer | null, nextStage: number, end: boolean): void {
     this.#bodyBusy = false;
-    const ending = this.#phase === 'done' && this.#bodyQueue.length === 0 && value === null;
-    if (ending || nextStage < STAGE_WRITE) this.#runBody(value, nextStage);
-    else this.#emit(value, false);
+    this.#runBody(value, nextStage, end);
     while (!this.#bodyBusy && this.#bodyQueue.length > 0) {
       const next = this.#bodyQueue.shift() ?? null;
       this.#runBody(next, STAGE_UPSTREAM_FILTER);
@@ -372,6 +381,8 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   #bodyFailed(error: unknown): void {
     this.#bodyBusy = false;
     const failure = hookError(error);
+    // Set here too: after the origin finished, abort() is a no-op and onResponseError never runs.
+    this.session.error = failure;
     this.#cache?.abandon(failure);
     this.#controller?.abort(failure);
     if (this.session.response.headersSent) this.session.response.destroy(failure);
@@ -423,7 +434,13 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     this.#cache?.finish();
     if (this.session.aborted) return;
     if (plan.responseBodyFilter) {
-      const r = proxy.responseBodyFilter(this.session, null, true, this.ctx);
+      let r: BodyFilterResult | Promise<BodyFilterResult>;
+      try {
+        r = proxy.responseBodyFilter(this.session, null, true, this.ctx);
+      } catch (error) {
+        this.#bodyFailed(error);
+        return;
+      }
       if (isThenable(r)) {
         r.then(
           (last) => this.#finishResponse(last ?? null),
@@ -461,7 +478,13 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       }
       if (any) {
         if (this.engine.plan.responseTrailerFilter) {
-          this.engine.proxy.responseTrailerFilter(this.session, trailers, this.ctx);
+          try {
+            this.engine.proxy.responseTrailerFilter(this.session, trailers, this.ctx);
+          } catch (error) {
+            // Also reached from a promise callback, where a throw would be an unhandled rejection.
+            this.#bodyFailed(error);
+            return;
+          }
         }
         res.addTrailers(trailers);
       }
@@ -489,7 +512,9 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       // and nothing partial is stored.
       this.#cache?.abandon(cairnError);
       session.error = cairnError;
-      session.response.destroy(cairnError);
+      // Failed before the head went out (a response-head hook threw): there is still a status to send.
+      if (!session.response.headersSent) void this.fail(cairnError);
+      else session.response.destroy(cairnError);
       return;
     }
     void this.#retryOrFail(cairnError, sent, peer);
@@ -746,12 +771,23 @@ async function* filteredRequestBody<Ctx>(task: HttpTask<Ctx>): AsyncGenerator<Bu
   const { proxy } = task.engine;
   const { session, ctx } = task;
   for await (const chunk of session.request as AsyncIterable<Buffer>) {
-    let out = proxy.requestBodyFilter(session, chunk, false, ctx);
-    if (isThenable(out)) out = await out;
+    let out: BodyFilterResult | Promise<BodyFilterResult>;
+    try {
+      out = proxy.requestBodyFilter(session, chunk, false, ctx);
+      if (isThenable(out)) out = await out;
+    } catch (error) {
+      // Coded here, or undici's body error would be reported as the origin closing.
+      throw hookError(error);
+    }
     const next = resolveChunk(out, chunk);
     if (next !== null && next.length > 0) yield next;
   }
-  let last = proxy.requestBodyFilter(session, null, true, ctx);
-  if (isThenable(last)) last = await last;
+  let last: BodyFilterResult | Promise<BodyFilterResult>;
+  try {
+    last = proxy.requestBodyFilter(session, null, true, ctx);
+    if (isThenable(last)) last = await last;
+  } catch (error) {
+    throw hookError(error);
+  }
   if (last !== undefined && last !== null && last.length > 0) yield last;
 }
