@@ -25,8 +25,20 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
-import { request as httpRequestRaw, createServer, type IncomingHttpHeaders, type RequestListener, type Server } from 'node:http';
-import { createServer as createNetServer, connect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import {
+  request as httpRequestRaw,
+  createServer,
+  type IncomingHttpHeaders,
+  type RequestListener,
+  type Server,
+} from 'node:http';
+import {
+  createServer as createNetServer,
+  connect,
+  type AddressInfo,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import type { Readable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { HttpPeer, serve } from '../../src/index.ts';
@@ -101,7 +113,10 @@ export interface RawOrigin {
 }
 
 /** Start a `node:net` origin on 127.0.0.1:0; `onConnection` writes whatever it likes. */
-export async function startRawOrigin(t: Cleanup, onConnection: (socket: Socket, index: number) => void): Promise<RawOrigin> {
+export async function startRawOrigin(
+  t: Cleanup,
+  onConnection: (socket: Socket, index: number) => void,
+): Promise<RawOrigin> {
   const open = new Set<Socket>();
   let connections = 0;
   const server = createNetServer((socket) => {
@@ -153,7 +168,11 @@ export interface Cairn {
  * `serve(proxy)` on 127.0.0.1:0, admin on 127.0.0.1:0, logging into a `LogCollector`; closed after
  * the test (with a short shutdown deadline so a test that leaves a request hanging still ends).
  */
-export async function startCairn<Ctx>(t: Cleanup, proxy: ProxyHttp<Ctx>, options: ServeOptions = {}): Promise<Cairn> {
+export async function startCairn<Ctx>(
+  t: Cleanup,
+  proxy: ProxyHttp<Ctx>,
+  options: ServeOptions = {},
+): Promise<Cairn> {
   const logs = collectingLogger(options.logLevel ?? 'info');
   const server = await serve(proxy, {
     listen: '127.0.0.1:0',
@@ -249,7 +268,11 @@ export interface HttpResult {
  */
 export function httpRequest(url: string, options: HttpRequestOptions = {}): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
-    const req = httpRequestRaw(url, { method: options.method ?? 'GET', headers: options.headers, agent: false });
+    const req = httpRequestRaw(url, {
+      method: options.method ?? 'GET',
+      headers: options.headers,
+      agent: false,
+    });
     req.on('error', reject);
     req.on('response', (res) => {
       const chunks: Buffer[] = [];

@@ -51,7 +51,10 @@ test('every code in ERROR_CODES is documented with its status, source and retrya
 
 test('every documented code exists in ERROR_CODES', () => {
   for (const code of documentedCodes().keys()) {
-    assert.ok(Object.hasOwn(ERROR_CODES, code), `docs/errors.md lists ${code}, which src/errors.ts does not define`);
+    assert.ok(
+      Object.hasOwn(ERROR_CODES, code),
+      `docs/errors.md lists ${code}, which src/errors.ts does not define`,
+    );
   }
 });
 
