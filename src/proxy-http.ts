@@ -337,6 +337,7 @@ export class ProxyHttp<Ctx = Record<string, never>> {
         cache: session.cacheStatus,
         err: error === undefined ? undefined : error.code,
         errSource: error === undefined ? undefined : error.source,
+        errRetryable: error === undefined ? undefined : error.retryable,
       },
       'request',
     );
