@@ -54,6 +54,50 @@ export interface ChunkSource {
 
 const EMPTY_SOURCE: ChunkSource = { read: () => null, cancel: () => undefined };
 
+/** What a collapsed waiter must know about the response it would share (see `#mayShare`). */
+interface Published {
+  /** The writer's variant under the response's `Vary`. */
+  readonly variant: string;
+  readonly policy: StoredPolicy;
+}
+
+/**
+ * Keyed by the headers object a writer publishes to the cache lock; waiters receive that same
+ * object. The lock key has no variant, so a waiter cannot otherwise tell whose request selected
+ * the response.
+ */
+const PUBLISHED = new WeakMap<StoredHeaders, Published>();
+
+/**
+ * Per cache, keys whose store operations are still settling. An invalidation (RFC 9111 §4.4)
+ * waits for a pending commit of the same key, which would otherwise land after the delete and
+ * bring the response back; a lookup waits for a pending invalidation, which would otherwise still
+ * find the invalidated response (the disk tier deletes asynchronously).
+ */
+class KeyFences {
+  readonly commits = new Map<string, Promise<void>>();
+  readonly invalidations = new Map<string, Promise<void>>();
+}
+
+const FENCES = new WeakMap<HttpCache, KeyFences>();
+
+function fencesOf(cache: HttpCache): KeyFences {
+  let fences = FENCES.get(cache);
+  if (fences === undefined) {
+    fences = new KeyFences();
+    FENCES.set(cache, fences);
+  }
+  return fences;
+}
+
+/** Hold `key` behind `done` (which never rejects) until it settles. */
+function fence(map: Map<string, Promise<void>>, key: string, done: Promise<void>): void {
+  map.set(key, done);
+  void done.then(() => {
+    if (map.get(key) === done) map.delete(key);
+  });
+}
+
 /** A stored body, optionally cut to one byte range; reads go straight to the chunk index needed. */
 class StoredSource implements ChunkSource {
   readonly #object: CachedObject;
@@ -225,6 +269,8 @@ export class CacheRequest<Ctx> {
   requestTime: number;
   fwd: ForwardReason;
   #requestCc: CacheControl | undefined;
+  /** Looked up again after a writer's commit (see `#afterWait`). */
+  #relooked: boolean;
 
   constructor(task: HttpTask<Ctx>, cache: HttpCache) {
     this.cache = cache;
@@ -241,6 +287,7 @@ export class CacheRequest<Ctx> {
     this.requestTime = 0;
     this.fwd = 'miss';
     this.#requestCc = undefined;
+    this.#relooked = false;
   }
 
   /** True while a response is being written into the cache. */
@@ -273,6 +320,12 @@ export class CacheRequest<Ctx> {
       return false;
     }
     this.key = key;
+    const invalidating = FENCES.get(this.cache)?.invalidations.get(key);
+    if (invalidating !== undefined) return invalidating.then(() => this.#lookupKey(key));
+    return this.#lookupKey(key);
+  }
+
+  #lookupKey(key: string): MaybePromise<boolean> {
     const variants = this.cache.store.variants(key);
     if (isThenable(variants)) return variants.then((v) => this.#choose(v));
     return this.#choose(variants);
@@ -392,6 +445,19 @@ export class CacheRequest<Ctx> {
       // The writer's response was not stored, or it failed or took too long: fetch on our own.
       return false;
     }
+    if (!this.#mayShare(outcome.headers)) {
+      outcome.body.cancel();
+      // The writer has the whole body and is storing it: once stored, look up again, so that a
+      // response that must be revalidated is revalidated (a conditional request) rather than
+      // fetched whole, exactly as if the store had been instant. Once per request.
+      const key = this.key;
+      const committing = key === undefined || this.fwd === 'vary-miss' ? undefined : FENCES.get(this.cache)?.commits.get(key);
+      if (committing !== undefined && !this.#relooked) {
+        this.#relooked = true;
+        return committing.then(() => this.#lookupKey(key!));
+      }
+      return false;
+    }
     this.#count('collapsed');
     session.cacheStatus = this.cache.status.collapsed();
     const headers = clientHeaders(outcome.headers, '0', this.cache.policy);
@@ -399,6 +465,30 @@ export class CacheRequest<Ctx> {
     return this.#answer(outcome.status, headers, Number.isSafeInteger(length) ? length : undefined, (range) =>
       range === 'multi' ? undefined : new InflightSource(outcome.body, range),
     );
+  }
+
+  /**
+   * A writer's response is about to be stored: a waiter may share it only where it could reuse it
+   * once stored (RFC 9111 §4): its own request must select the same variant (§4.1, the writer's
+   * `Vary` headers may differ from ours), and its directives and the response's must allow reuse
+   * without contacting the origin (§5.2.1 `no-cache`, `max-age`, `min-fresh`; §5.2.2.4 `no-cache`).
+   */
+  #mayShare(headers: StoredHeaders): boolean {
+    const published = PUBLISHED.get(headers);
+    if (published === undefined) return false;
+    const session = this.task.session;
+    if (this.#variantOf(headers.vary) !== published.variant) {
+      this.fwd = 'vary-miss';
+      session.cacheStatus = this.cache.status.forward(this.fwd);
+      return false;
+    }
+    const decision = published.policy.evaluate(this.#requestCacheControl(), Date.now(), this.cache.policy);
+    if (decision.kind === 'fresh' || decision.kind === 'stale-allowed') return true;
+    if (decision.kind === 'revalidate' && decision.reason.startsWith('request-')) {
+      this.fwd = 'request';
+      session.cacheStatus = this.cache.status.forward(this.fwd);
+    }
+    return false;
   }
 
   // ---- answering from the cache --------------------------------------------------------------
@@ -587,7 +677,10 @@ export class CacheRequest<Ctx> {
     }
     const url = `${session.scheme}://${session.host}${session.path}`;
     this.writer = this.cache.store.createWriter(newObjectMeta(this.key, variant, url, verdict, options));
-    this.inflight?.publishHeaders(head.status, verdict.headers);
+    if (this.inflight !== undefined) {
+      PUBLISHED.set(verdict.headers, { variant, policy: verdict.policy });
+      this.inflight.publishHeaders(head.status, verdict.headers);
+    }
     session.cacheStatus = status.forward(this.fwd, { stored: true, fwdStatus: this.fwd === 'stale' ? head.status : undefined });
     if (this.wantsRange && head.status === 200) this.#cutToRange(head);
     return false;
@@ -676,10 +769,25 @@ export class CacheRequest<Ctx> {
   #invalidate(head: ResponseHead): void {
     const session = this.task.session;
     const url = `${session.scheme}://${session.host}${session.path}`;
-    for (const key of invalidationKeys(session.method, url, head.status, head.headers)) {
-      const removed = this.cache.purgeKey(key);
-      removed.catch((error: unknown) => this.#storeFailed(error));
+    const keys = invalidationKeys(session.method, url, head.status, head.headers);
+    if (keys.length === 0) return;
+    const fences = fencesOf(this.cache);
+    for (const key of keys) {
+      const commit = fences.commits.get(key);
+      const earlier = fences.invalidations.get(key);
+      const done =
+        commit === undefined && earlier === undefined
+          ? this.#purgeKey(key)
+          : Promise.all([commit, earlier]).then(() => this.#purgeKey(key));
+      fence(fences.invalidations, key, done);
     }
+  }
+
+  #purgeKey(key: string): Promise<void> {
+    return this.cache.purgeKey(key).then(
+      () => undefined,
+      (error: unknown) => this.#storeFailed(error),
+    );
   }
 
   // ---- the body on its way into the cache --------------------------------------------------
@@ -707,7 +815,7 @@ export class CacheRequest<Ctx> {
       inflight?.complete();
       return;
     }
-    writer.commit().then(
+    const committed = writer.commit().then(
       () => inflight?.complete(),
       (error: unknown) => {
         // Not stored, but the waiters already have every byte: let them finish.
@@ -715,6 +823,7 @@ export class CacheRequest<Ctx> {
         this.#storeFailed(error);
       },
     );
+    if (this.key !== undefined) fence(fencesOf(this.cache).commits, this.key, committed);
   }
 
   /** The fetch failed or was cancelled: store nothing, wake the waiters with the failure. */
