@@ -126,9 +126,17 @@ function normaliseWhitespace(value: string): string {
 }
 
 /**
+ * Selecting headers whose values are case-insensitive by definition, so `en-US` and `en-us`
+ * select the same variant: language ranges (RFC 9110 §12.5.4, RFC 4647 §2.1), content codings
+ * (RFC 9110 §8.4.1) and charsets (RFC 9110 §8.3.2).
+ */
+const CASE_INSENSITIVE_VALUES: ReadonlySet<string> = new Set(['accept-language', 'accept-encoding', 'accept-charset']);
+
+/**
  * The variant string for `request` under the stored response's `Vary`: `''` when the response does
  * not vary, `undefined` for `Vary: *` (never matches). Each selecting header contributes
- * `name=value` (or just `name` when absent, so absent and empty differ); lines are joined with
+ * `name=value` (or just `name` when absent, so absent and empty differ; whitespace around list
+ * commas is dropped, and values of case-insensitive fields are lower-cased); lines are joined with
  * `\n`, in sorted name order, so the string is stable whatever the header order.
  *
  * @example
@@ -153,6 +161,7 @@ export function varyVariant(
     const name = names[i]!;
     const raw = headerValue(request, name);
     let value = raw === undefined ? undefined : normaliseWhitespace(raw);
+    if (value !== undefined && CASE_INSENSITIVE_VALUES.has(name)) value = value.toLowerCase();
     if (normaliser !== undefined) value = normaliser(name, value);
     if (i > 0) out += '\n';
     out += value === undefined ? name : `${name}=${value}`;

@@ -66,6 +66,11 @@ void describe('Vary', () => {
     assert.equal(varyVariant('x', { x: '  a ,   b  c ' }), varyVariant('x', { x: 'a,b c' }));
     assert.equal(varyVariant('x', { x: ['a', 'b'] }), varyVariant('x', { x: 'a, b' }));
   });
+  void test('Accept-Language that differs only in case selects the same variant (language tags are case-insensitive)', () => {
+    assert.equal(varyVariant('Accept-Language', { 'accept-language': 'eN, De' }), varyVariant('Accept-Language', { 'accept-language': 'en, de' }));
+    assert.equal(varyVariant('Accept-Charset', { 'accept-charset': 'UTF-8' }), 'accept-charset=utf-8');
+    assert.notEqual(varyVariant('Foo', { foo: 'A' }), varyVariant('Foo', { foo: 'a' }), 'other fields keep their case');
+  });
   void test('headers not named in Vary do not matter', () => {
     assert.equal(varyVariant('a', { a: '1', b: '2' }), varyVariant('a', { a: '1', b: '3' }));
   });
