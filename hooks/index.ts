@@ -1,5 +1,14 @@
 /** Ready-made proxies (`cairn/proxies`), each built only from the public API. */
 export { ReverseProxy } from './reverse-proxy.ts';
-export type { ReverseProxyOptions } from './reverse-proxy.ts';
+export { ReverseProxy as LoadBalancerProxy, UpstreamGroup } from './reverse-proxy.ts';
+export type {
+  GroupHealthOptions,
+  GroupResolveOptions,
+  HashKey,
+  ReverseProxyCtx,
+  ReverseProxyOptions,
+  UpstreamChanges,
+  UpstreamGroupOptions,
+} from './reverse-proxy.ts';
 export { CdnProxy } from './cdn-proxy.ts';
 export type { CdnProxyOptions } from './cdn-proxy.ts';

@@ -139,8 +139,17 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       }
       await this.#connect();
     } catch (error) {
-      await this.fail(hookError(error));
+      await this.#failOrServeStale(hookError(error));
     }
+  }
+
+  /**
+   * No origin could be asked (e.g. `upstreamPeer` found no healthy backend, 503): stale content
+   * where the policy allows (stale-if-error, RFC 5861 §4), else the error response.
+   */
+  async #failOrServeStale(error: CairnError): Promise<void> {
+    if (error.source === 'upstream' && this.#cache?.serveStaleOnError(error) === true) return;
+    await this.fail(error);
   }
 
   /** Choose a peer, build the origin request and hand it to the pool. */
@@ -547,7 +556,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     try {
       await this.#connect();
     } catch (failure) {
-      await this.fail(hookError(failure));
+      await this.#failOrServeStale(hookError(failure));
     }
   }
 
