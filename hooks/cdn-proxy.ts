@@ -6,13 +6,11 @@
 import { acceptEncodingNormaliser, HttpCache } from '../src/index.ts';
 import type { AdminServer, OpenHttpCacheOptions, Session } from '../src/index.ts';
 import { ReverseProxy } from './reverse-proxy.ts';
-import type { ReverseProxyOptions } from './reverse-proxy.ts';
+import type { ReverseProxyCtx, ReverseProxyOptions } from './reverse-proxy.ts';
 
 export interface CdnProxyOptions extends ReverseProxyOptions {
   readonly cache: HttpCache;
 }
-
-type Ctx = { first: number };
 
 /**
  * @example
@@ -24,7 +22,7 @@ type Ctx = { first: number };
  * await serve(proxy, { listen: '127.0.0.1:8080', admin: '127.0.0.1:9090', adminRoutes: (a) => proxy.adminRoutes(a) });
  * ```
  */
-export class CdnProxy extends ReverseProxy {
+export class CdnProxy<Ctx extends object = ReverseProxyCtx> extends ReverseProxy<Ctx> {
   readonly cache: HttpCache;
 
   constructor(options: CdnProxyOptions) {
@@ -38,7 +36,7 @@ export class CdnProxy extends ReverseProxy {
     return new CdnProxy({ ...options, cache });
   }
 
-  override requestCacheFilter(): HttpCache {
+  override requestCacheFilter(_session: Session, _ctx: Ctx): HttpCache {
     return this.cache;
   }
 
@@ -50,9 +48,11 @@ export class CdnProxy extends ReverseProxy {
   /**
    * `POST /purge` on the admin listener, with a JSON body naming what to drop:
    * `{"url": "http://host/path"}` (every variant), `{"tag": "product-42"}` (Surrogate-Key /
-   * Cache-Tag), or `{"prefix": "http://host/static/"}`. Answers `{"purged": N}`.
+   * Cache-Tag), or `{"prefix": "http://host/static/"}`. Answers `{"purged": N}`. Also the
+   * upstream API of `ReverseProxy.adminRoutes`.
    */
-  adminRoutes(admin: AdminServer): void {
+  override adminRoutes(admin: AdminServer): void {
+    super.adminRoutes(admin);
     admin.route('POST', '/purge', async (req, res) => {
       const chunks: Buffer[] = [];
       let size = 0;

@@ -11,12 +11,13 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import type { Logger } from 'pino';
 import { CdnProxy, ReverseProxy } from '../hooks/index.ts';
+import type { UpstreamGroupOptions } from '../hooks/index.ts';
 import { HttpCache } from '../cache/http-cache.ts';
-import type { ProxyHttp } from './proxy-http.ts';
-import type { AdminServer } from './admin.ts';
-import type { CairnConfig } from './config.ts';
-import { loadConfigFile, validateConfig } from './config.ts';
+import type { CairnConfig, UpstreamGroupConfig } from './config.ts';
+import { loadConfigFile, upstreamGroupsOf, validateConfig } from './config.ts';
+import { watchConfigFile } from './config-watch.ts';
 import { startDemoOrigin } from './demo-origin.ts';
 import { isCairnError } from './errors.ts';
 import type { HttpPeerOptions } from './peer.ts';
@@ -25,10 +26,12 @@ import { serve } from './server.ts';
 const USAGE = `Usage: cairn [options]
 
   --listen HOST:PORT     where clients connect (default 127.0.0.1:8080)
-  --origin URL           an origin server; repeat for several (round robin).
-                         With no origin at all, a demo origin is started on loopback.
-  --config FILE          a JSON or YAML config file (flags override it)
-  --admin HOST:PORT      admin listener: /metrics, /healthz, POST /purge
+  --origin URL           an origin server; repeat for several (round robin; the
+                         upstream group "default"). With no origin and no upstream
+                         group at all, a demo origin is started on loopback.
+  --config FILE          a JSON or YAML config file (flags override it); watched:
+                         upstream changes apply without a restart
+  --admin HOST:PORT      admin listener: /metrics, /healthz, POST /purge, /upstreams
   --cache-dir DIR        the LMDB disk tier's directory (default .cairn-cache)
   --memory-only          cache in memory only (no disk tier)
   --no-cache             plain reverse proxy, no caching
@@ -37,8 +40,11 @@ const USAGE = `Usage: cairn [options]
   -h, --help             this text
 `;
 
+/** A validated config and the file it came from (watched for changes). */
+export type CliConfig = CairnConfig & { readonly source?: string };
+
 /** Parse flags and the config file into one validated config. Throws coded errors. */
-export async function configFromArgs(argv: readonly string[]): Promise<CairnConfig | 'help'> {
+export async function configFromArgs(argv: readonly string[]): Promise<CliConfig | 'help'> {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -71,7 +77,26 @@ export async function configFromArgs(argv: readonly string[]): Promise<CairnConf
   }
   base.cache = cacheSection;
   if (values['log-level'] !== undefined) base.log = { ...(base.log as object), level: values['log-level'] };
-  return validateConfig(base, values.config ?? 'flags');
+  const config = validateConfig(base, values.config ?? 'flags');
+  return values.config === undefined ? config : { ...config, source: values.config };
+}
+
+/**
+ * Apply a re-read config to a running proxy: upstream groups change live (`applyUpstreams`: nothing
+ * is dropped); anything else needs a restart, which is logged rather than half-applied.
+ */
+function applyConfig(proxy: ReverseProxy, running: CairnConfig, next: CairnConfig, logger: Logger): unknown {
+  const changes = proxy.applyUpstreams(groupOptions(upstreamGroupsOf(next)));
+  const restart: string[] = [];
+  for (const key of Object.keys(next) as (keyof CairnConfig | 'source')[]) {
+    if (key === 'source') continue;
+    if (key === 'upstream' || key === 'upstreams' || key === 'origins') continue;
+    if (JSON.stringify(next[key]) !== JSON.stringify(running[key])) restart.push(key);
+  }
+  if (restart.length > 0 || changes.restartNeeded.length > 0) {
+    logger.warn({ keys: [...restart, ...changes.restartNeeded] }, 'config changes that apply only after a restart');
+  }
+  return changes;
 }
 
 function numberOrText(value: string): number | string {
@@ -90,9 +115,14 @@ function peerOptions(config: CairnConfig): HttpPeerOptions {
   };
 }
 
+/** Config-file groups as `ReverseProxy` options (the schema already checked every value). */
+function groupOptions(groups: Record<string, UpstreamGroupConfig>): Record<string, UpstreamGroupOptions> {
+  return groups as Record<string, UpstreamGroupOptions>;
+}
+
 /** The ready-made proxy the config asks for: a caching `CdnProxy` unless the cache is off. */
-async function buildProxy(config: CairnConfig, origins: readonly string[]): Promise<ProxyHttp<{ first: number }>> {
-  const common = { origins, peer: peerOptions(config), forwarding: config.forwarding };
+async function buildProxy(config: CairnConfig, upstreams: Record<string, UpstreamGroupOptions>): Promise<ReverseProxy> {
+  const common = { upstreams, peer: peerOptions(config), forwarding: config.forwarding };
   const c = config.cache;
   if (!c.enabled) return new ReverseProxy(common);
   const cache = await HttpCache.open({
@@ -115,7 +145,7 @@ async function buildProxy(config: CairnConfig, origins: readonly string[]): Prom
 
 /** Run the CLI; resolves with an exit code for errors (a running proxy keeps the process alive). */
 export async function main(argv: readonly string[]): Promise<number> {
-  let config: CairnConfig | 'help';
+  let config: CliConfig | 'help';
   try {
     config = await configFromArgs(argv);
   } catch (error) {
@@ -126,24 +156,24 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  let origins = config.origins;
-  if (origins.length === 0) {
+  let upstreams = groupOptions(upstreamGroupsOf(config));
+  if (Object.keys(upstreams).length === 0) {
     // Workers inherit the demo origin the primary started, so they all proxy to the same one.
     const inherited = process.env.CAIRN_DEMO_ORIGIN;
-    if (cluster.isWorker && inherited !== undefined) origins = [inherited];
+    if (cluster.isWorker && inherited !== undefined) upstreams = { default: { backends: [inherited] } };
     else {
       const demo = await startDemoOrigin();
       demo.server.unref();
       process.env.CAIRN_DEMO_ORIGIN = demo.url;
-      origins = [demo.url];
+      upstreams = { default: { backends: [demo.url] } };
       process.stderr.write(`cairn: no --origin given: started a demo origin at ${demo.url}\n`);
     }
   }
   try {
-    const proxy = await buildProxy(config, origins);
-    const admin = proxy instanceof CdnProxy ? (a: AdminServer) => proxy.adminRoutes(a) : undefined;
-    await serve(proxy, {
-      ...(admin === undefined ? {} : { adminRoutes: admin }),
+    const proxy = await buildProxy(config, upstreams);
+    const server = await serve(proxy, {
+      adminRoutes: (a) => proxy.adminRoutes(a),
+      services: [proxy],
       listen: config.listen,
       admin: config.admin,
       workers: config.workers,
@@ -152,6 +182,20 @@ export async function main(argv: readonly string[]): Promise<number> {
       shutdownTimeout: config.shutdownTimeout,
       signals: true,
     });
+    const configPath = config.source;
+    // Each serving process watches the file itself (a cluster primary serves no requests).
+    if (configPath !== undefined && !(cluster.isPrimary && config.workers > 1)) {
+      watchConfigFile({
+        path: configPath,
+        load: async () => {
+          const next = await configFromArgs(argv);
+          if (next === 'help') throw new Error('unexpected --help');
+          return next;
+        },
+        apply: (next: CairnConfig) => applyConfig(proxy, config, next, server.logger),
+        logger: server.logger,
+      });
+    }
   } catch (error) {
     process.stderr.write(`cairn: ${isCairnError(error) ? `${error.code}: ` : ''}${(error as Error).message}\n`);
     return isCairnError(error) && error.code === 'CAIRN_ERR_CONFIG_INVALID' ? 2 : 1;

@@ -510,6 +510,15 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const sent = phase !== 'connecting';
     const cairnError = upstreamError(error, sent, peer);
     if (this.#detached) return;
+    const upload = session.request;
+    if (this.#hasBody && upload.destroyed && !upload.complete && !session.aborted) {
+      // The client went away mid-upload (the body stream failed before the response closed):
+      // not the origin's failure, and nobody is left to answer.
+      session.aborted = true;
+      session.error = new CairnError('CAIRN_ERR_DOWNSTREAM_BODY', 'the client stopped sending the request body', {
+        cause: error,
+      });
+    }
     if (session.aborted) {
       this.#cache?.abandon(cairnError);
       return;

@@ -18,7 +18,7 @@ export type { HostHeaderMode, HttpPeerOptions, PeerTlsOptions } from './peer.ts'
 export { CairnError, ERROR_CODES, isCairnError } from './errors.ts';
 export type { CairnErrorOptions, ErrorCode, ErrorSource, Retryable } from './errors.ts';
 export { serve, parseAddress, DEFAULT_LIMITS } from './server.ts';
-export type { CairnServer, ListenAddress, ServeOptions, ServerLimits } from './server.ts';
+export type { CairnServer, CairnService, ListenAddress, ServeOptions, ServerLimits, ServiceRuntime } from './server.ts';
 export { AdminServer } from './admin.ts';
 export type { AdminHandler } from './admin.ts';
 export { CairnMetrics } from './metrics.ts';
@@ -80,3 +80,53 @@ export type {
   StoredPolicy,
 } from '../cache/policy.ts';
 export type { CacheLockOptions } from '../cache/lock.ts';
+
+// Load balancing: backends, the selectors and the nginx-exact ketama ring, an Upstream group with
+// passive health and a circuit breaker, active health checks and hostname re-resolution. Each is
+// documented (with an example) where it is defined, and in docs/load-balancing.md.
+export { createBackend, withWeight } from './lb/backend.ts';
+export type { Backend, BackendConfig } from './lb/backend.ts';
+export {
+  ALGORITHMS,
+  ALL_USABLE,
+  createSelector,
+  KetamaSelector,
+  LeastConnectionsSelector,
+  PowerOfTwoSelector,
+  RandomSelector,
+  RoundRobinSelector,
+  SmoothWeightedSelector,
+} from './lb/selector.ts';
+export type { Algorithm, BackendStatus, SelectContext, Selector, SelectorOptions } from './lb/selector.ts';
+export { Ketama } from './lb/ketama.ts';
+export type { KetamaPoint, KetamaServer } from './lb/ketama.ts';
+export { Upstream } from './lb/upstream.ts';
+export type {
+  BackendSnapshot,
+  BackendState,
+  BreakerState,
+  CircuitBreakerOptions,
+  Outcome,
+  PassiveHealthOptions,
+  UpstreamEvents,
+  UpstreamOptions,
+  UpstreamSnapshot,
+} from './lb/upstream.ts';
+export { HealthChecker } from './lb/health.ts';
+export type {
+  CheckResult,
+  HealthCheckEvents,
+  HealthCheckOptions,
+  HealthTarget,
+  HealthTargetSource,
+  HttpCheck,
+  TcpCheck,
+} from './lb/health.ts';
+export { HostnameWatcher } from './lb/resolve.ts';
+export type {
+  HostnameWatchEvents,
+  HostnameWatchOptions,
+  LookupAll,
+  ResolvedAddress,
+  ResolvedBackendTarget,
+} from './lb/resolve.ts';

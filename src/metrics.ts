@@ -6,6 +6,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Counter as CounterT } from 'prom-client';
 import type { HttpCache } from '../cache/http-cache.ts';
 import { LOOKUP_RESULTS } from '../cache/http-cache.ts';
+import type { UpstreamSnapshot } from './lb/upstream.ts';
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 type StatusClass = (typeof STATUS_CLASSES)[number];
@@ -180,6 +181,49 @@ export class CairnMetrics {
 
   rejected(reason: DownstreamRejection): void {
     this.#rejected[reason].inc();
+  }
+
+  readonly #upstreamSources: (() => Iterable<UpstreamSnapshot>)[] = [];
+
+  /**
+   * Export per-backend state for the upstream groups `source` returns, labelled `upstream` (group
+   * name) and `backend` (backend id) — both configuration, so bounded. Read at scrape time from
+   * `Upstream.snapshot()`: the request path pays nothing, and a removed backend's series disappear
+   * with it (every collect starts from an empty family).
+   *
+   * @example
+   * ```ts
+   * metrics.addUpstreams(() => [api.snapshot(), web.snapshot()]);
+   * ```
+   */
+  addUpstreams(source: () => Iterable<UpstreamSnapshot>): void {
+    this.#upstreamSources.push(source);
+    if (this.#upstreamSources.length > 1) return;
+    const sources = this.#upstreamSources;
+    const registers = [this.registry];
+    const labelNames = ['upstream', 'backend'];
+    type Row = UpstreamSnapshot['backends'][number];
+    const family = (kind: 'gauge' | 'counter', name: string, help: string, pick: (b: Row) => number, aggregator: 'sum' | 'min' | 'max' = 'sum'): void => {
+      const collect = function (this: Gauge | Counter): void {
+        this.reset();
+        for (const source of sources) {
+          for (const group of source()) for (const b of group.backends) this.labels(group.name, b.id).inc(pick(b));
+        }
+      };
+      if (kind === 'gauge') new Gauge({ name, help, labelNames, registers, aggregator, collect });
+      else new Counter({ name, help, labelNames, registers, aggregator, collect });
+    };
+    // With --workers, each worker keeps its own view; `up`/`healthy` aggregate as the minimum (up
+    // only if every worker would select it), the rest as sums.
+    family('gauge', 'cairn_upstream_backend_up', 'Whether the backend would be selected now (healthy, not ejected, breaker closed, not draining).', (b) => (b.up ? 1 : 0), 'min');
+    family('gauge', 'cairn_upstream_backend_healthy', 'Last active health-check verdict (1 healthy).', (b) => (b.healthy ? 1 : 0), 'min');
+    family('gauge', 'cairn_upstream_backend_draining', 'Whether the backend is draining (no new requests, leaving when idle).', (b) => (b.state === 'draining' ? 1 : 0), 'max');
+    family('gauge', 'cairn_upstream_backend_breaker_state', 'Circuit breaker: 0 closed, 1 half-open, 2 open.', (b) => (b.breaker === 'closed' ? 0 : b.breaker === 'half-open' ? 1 : 2), 'max');
+    family('gauge', 'cairn_upstream_backend_weight', 'Configured weight.', (b) => b.weight, 'max');
+    family('gauge', 'cairn_upstream_backend_in_flight', 'Requests in flight on the backend.', (b) => b.inFlight);
+    family('counter', 'cairn_upstream_backend_selections_total', 'Times the load balancer picked the backend.', (b) => b.selections);
+    family('counter', 'cairn_upstream_backend_ejections_total', 'Times passive health ejected the backend.', (b) => b.ejections);
+    family('counter', 'cairn_upstream_backend_failures_total', 'Requests on the backend that ended as failures (connect errors, resets, failure statuses).', (b) => b.failures);
   }
 }
 

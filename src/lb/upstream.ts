@@ -88,6 +88,8 @@ export interface BackendSnapshot {
   readonly selections: number;
   readonly ejections: number;
   readonly consecutiveFailures: number;
+  /** Requests that ended as `failure` since the backend joined. */
+  readonly failures: number;
 }
 
 export interface UpstreamSnapshot {
@@ -373,8 +375,9 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
   snapshot(): UpstreamSnapshot {
     const now = this.#now();
     const backends: BackendSnapshot[] = [];
+    const lone = this.#selector.backends.length === 1;
     for (const r of this.#records.values()) {
-      const up = !r.draining && this.#usable(r, now);
+      const up = !r.draining && (lone ? r.healthy : this.#usable(r, now));
       const state: BackendState = r.draining
         ? 'draining'
         : !r.healthy
@@ -396,6 +399,7 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
         selections: r.selections,
         ejections: r.ejections,
         consecutiveFailures: r.consecutiveFailures,
+        failures: r.failures,
       });
     }
     return { name: this.name, algorithm: this.#algorithm, backends };
@@ -430,7 +434,7 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
     const records: BackendRecord[] = [];
     for (const r of this.#records.values()) if (!r.draining) records.push(r);
     // One closure per rebuild (not per request) gives the status access to the clock and breaker.
-    const status = new GenerationStatus(records, (r) => this.#usable(r));
+    const status = new GenerationStatus(records, (r) => this.#usable(r), records.length === 1);
     return createSelector(
       this.#algorithm,
       Object.freeze(records.map((r) => r.backend)),
@@ -457,6 +461,7 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
       r.consecutiveFailures = 0;
       return;
     }
+    r.failures++;
     r.consecutiveFailures++;
     const passive = this.#passive;
     // As in nginx, the count is not reset by the cool-down: after it, one more failure ejects again;
@@ -508,6 +513,7 @@ class BackendRecord {
   selections = 0;
   ejections = 0;
   consecutiveFailures = 0;
+  failures = 0;
   /** Clock ms until which it is ejected; 0 = never ejected (fast path). */
   ejectedUntil = 0;
   breaker: BreakerState = 'closed';
@@ -591,16 +597,23 @@ class BreakerWindow {
 class GenerationStatus implements BackendStatus {
   readonly #records: readonly BackendRecord[];
   readonly #slowUsable: (record: BackendRecord) => boolean;
+  /**
+   * A group of one: as nginx does for a lone `server` ("max_fails … ignored, and such a server will
+   * never be considered unavailable"), passive ejection and the breaker do not apply — turning the
+   * only origin's errors into 503s would hide them. Active health checks still do.
+   */
+  readonly #lone: boolean;
 
-  constructor(records: readonly BackendRecord[], slowUsable: (record: BackendRecord) => boolean) {
+  constructor(records: readonly BackendRecord[], slowUsable: (record: BackendRecord) => boolean, lone: boolean) {
     this.#records = records;
     this.#slowUsable = slowUsable;
+    this.#lone = lone;
   }
 
   isUsable(index: number): boolean {
     const r = this.#records[index]!;
     if (!r.healthy) return false;
-    if (r.ejectedUntil === 0 && r.breaker === 'closed') return true;
+    if ((r.ejectedUntil === 0 && r.breaker === 'closed') || this.#lone) return true;
     return this.#slowUsable(r);
   }
 
