@@ -69,33 +69,6 @@ export interface ServeOptions {
   readonly signals?: boolean;
   /** Called once the admin listener exists, to add routes (purge, upstream API, …). */
   readonly adminRoutes?: (admin: AdminServer) => void;
-  /**
-   * Things that run beside the proxy in each serving process (health checkers, DNS watchers, a
-   * proxy's own background work): started before the listener opens, stopped on `close()` after
-   * in-flight requests ended. Not started in a `workers > 1` primary, which serves no requests.
-   */
-  readonly services?: readonly CairnService[];
-}
-
-/** What a service is given when it starts. */
-export interface ServiceRuntime {
-  /** The process's metrics (register per-service gauges here). */
-  readonly metrics: CairnMetrics;
-  readonly logger: Logger;
-}
-
-/**
- * Background work tied to a server's life (see `ServeOptions.services`).
- *
- * @example
- * ```ts
- * const proxy = new ReverseProxy({ upstream: { backends: ['127.0.0.1:3000'], health: { path: '/healthz' } } });
- * await serve(proxy, { services: [proxy] }); // its health checks run while the server does
- * ```
- */
-export interface CairnService {
-  start(runtime: ServiceRuntime): void | Promise<void>;
-  stop(): void | Promise<void>;
 }
 
 /** A running proxy. */
@@ -152,8 +125,6 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   const logger = options.logger ?? createLogger(options.logLevel ?? 'info');
   const metrics = new CairnMetrics();
   const engine = new Engine(proxy, metrics, logger, 'http');
-  const services = options.services ?? [];
-  for (const service of services) await service.start({ metrics, logger });
   const listen = parseAddress(options.listen ?? '127.0.0.1:8080');
   // Node checks headersTimeout/requestTimeout only every connectionsCheckingInterval (30 s by
   // default), so a 10 s header deadline could let a slowloris client hold a socket for 40 s.
@@ -181,6 +152,12 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
     // A request pipelined behind a refused one on the same connection is never proxied: the
     // connection closes after the refusal, and its framing can no longer be trusted.
     if (refusedSockets.has(socket)) return;
+    // Node answers the last request allowed by maxRequestsPerSocket with `Connection: close` but
+    // leaves the socket open until the keep-alive timeout (it does not mark the response last);
+    // a response that must not keep the connection alive does both.
+    if ((res as NodeServerResponse).maxRequestsOnConnectionReached === true) {
+      res.shouldKeepAlive = false;
+    }
     const status = req.rawHeaders.length > maxFields ? 431 : screenRequest(req);
     if (status !== 0) {
       refuse(socket, res, status, metrics, logger);
@@ -203,19 +180,17 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
     socket.destroySoon();
   });
 
-  try {
-    await listenOn(server, listen);
-  } catch (error) {
-    for (const service of services) await service.stop();
-    throw error;
-  }
+  await listenOn(server, listen);
   const address = server.address() as AddressInfo;
   const bound: ListenAddress = { host: address.address, port: address.port };
 
   let admin: AdminServer | undefined;
   let adminAddress: ListenAddress | undefined;
   if (cluster.isWorker) {
-    // The primary serves the admin listener and asks each worker for its metrics.
+    // The primary serves the admin listener and asks each worker for its metrics. prom-client
+    // answers those requests only once an AggregatorRegistry has been made in the worker (its
+    // constructor adds the message listener); without one, every scrape timed out with a 500.
+    new AggregatorRegistry();
     AggregatorRegistry.setRegistries([metrics.registry]);
   } else if (options.admin !== undefined && options.admin !== false) {
     admin = new AdminServer(
@@ -234,8 +209,9 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   const shutdownTimeout = options.shutdownTimeout ?? 10_000;
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
-    clearInterval(flusher);
-    closing ??= shutdown(server, engine, admin, logger, shutdownTimeout, services);
+    closing ??= shutdown(server, engine, admin, logger, shutdownTimeout).finally(() =>
+      clearInterval(flusher),
+    );
     return closing;
   };
   if (options.signals === true || cluster.isWorker) installSignals(close, logger);
@@ -248,12 +224,14 @@ async function shutdown<Ctx>(
   admin: AdminServer | undefined,
   logger: Logger,
   timeout: number,
-  services: readonly CairnService[] = [],
 ): Promise<void> {
-  logger.info({ timeoutMs: timeout }, 'draining');
   engine.draining = true;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
+  // Logged (and flushed at once) only now that the listener is closed: whoever reads 'draining'
+  // can rely on new connections being refused.
+  logger.info({ timeoutMs: timeout }, 'draining');
+  flushQuietly(logger);
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<boolean>((resolve) => {
     timer = setTimeout(() => resolve(true), timeout);
@@ -267,7 +245,6 @@ async function shutdown<Ctx>(
   } else {
     await engine.pools.close();
   }
-  for (const service of services) await service.stop();
   await admin?.close();
   logger.info('stopped');
   await flushLogger(logger);
@@ -287,6 +264,9 @@ function installSignals(close: () => Promise<void>, logger: Logger): void {
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
 }
+
+/** Set by Node (not in its types) on the response to the last request maxRequestsPerSocket allows. */
+type NodeServerResponse = ServerResponse & { maxRequestsOnConnectionReached?: boolean };
 
 /** Fill in defaults and check the limits Node would otherwise reject with a bare RangeError. */
 function resolveLimits(given: Partial<ServerLimits> = {}): ServerLimits {
