@@ -12,3 +12,5 @@ export type {
 } from './reverse-proxy.ts';
 export { CdnProxy } from './cdn-proxy.ts';
 export type { CdnProxyOptions } from './cdn-proxy.ts';
+export { CLUSTER_HOP_HEADER, CLUSTER_PURGE_HEADER, ClusterCdnProxy } from './cluster-proxy.ts';
+export type { ClusterCdnProxyOptions, ClusterCtx, ClusterOptions, ClusterPurgeResult, PurgeTarget } from './cluster-proxy.ts';
