@@ -6,6 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { CairnError } from './errors.ts';
+import { ALGORITHMS } from './lb/selector.ts';
+import type { Algorithm } from './lb/selector.ts';
 import { LOG_LEVELS } from './logger.ts';
 import type { LogLevel } from './logger.ts';
 
@@ -99,6 +101,106 @@ const cache = z
   })
   .strict();
 
+// ---- upstream groups (load balancing) ----------------------------------------------------------
+
+const backendEntry = z.union([
+  z.string().min(1),
+  z
+    .object({
+      address: z.string().min(1),
+      weight: z.number().int().min(1).max(10_000).optional(),
+      id: z.string().min(1).max(256).optional(),
+    })
+    .strict(),
+]);
+
+const HASH_KEY = /^(?:uri|path|host|client-ip|(?:header|query|cookie):[!#$%&'*+.^_`|~0-9A-Za-z-]+)$/;
+
+const healthCheck = z
+  .object({
+    type: z.enum(['http', 'tcp']).default('http'),
+    method: z.string().regex(/^[A-Z]+$/, 'must be an upper-case method').optional(),
+    path: z.string().startsWith('/').optional(),
+    host: z.string().min(1).optional(),
+    expectStatus: z
+      .tuple([z.number().int().min(100).max(599), z.number().int().min(100).max(599)])
+      .refine(([lo, hi]) => lo <= hi, 'must be [low, high] with low <= high')
+      .optional(),
+    intervalMs: ms.optional(),
+    timeoutMs: ms.optional(),
+    rise: z.number().int().min(1).max(100).optional(),
+    fall: z.number().int().min(1).max(100).optional(),
+    jitter: z.number().min(0).max(1).optional(),
+    concurrency: z.number().int().min(1).max(1024).optional(),
+    initiallyHealthy: z.boolean().optional(),
+  })
+  .strict();
+
+const passiveHealth = z
+  .object({ maxFails: z.number().int().min(0), ejectMs: z.number().int().min(0) })
+  .strict()
+  .partial();
+
+const ratio = z.number().gt(0).max(1);
+const circuitBreaker = z
+  .object({
+    windowMs: ms,
+    buckets: z.number().int().min(1).max(1000),
+    minRequests: z.number().int().min(0),
+    errorRatio: ratio,
+    slowMs: ms,
+    slowRatio: ratio,
+    openMs: z.number().int().min(0),
+    halfOpenProbes: z.number().int().min(1),
+  })
+  .strict()
+  .partial();
+
+const resolveEntry = z
+  .object({
+    hostname: z.string().min(1),
+    port: z.number().int().min(1).max(65_535),
+    weight: z.number().int().min(1).max(10_000).optional(),
+    protocol: z.enum(['http:', 'https:']).optional(),
+    intervalMs: ms.optional(),
+    family: z.union([z.literal(0), z.literal(4), z.literal(6)]).optional(),
+  })
+  .strict();
+
+/** One upstream group: backends, algorithm, hash key, active/passive health, breaker, routing match. */
+export const upstreamGroupSchema = z
+  .object({
+    algorithm: z.enum(ALGORITHMS as [Algorithm, ...Algorithm[]]).default('round-robin'),
+    hashKey: z
+      .string()
+      .regex(HASH_KEY, 'must be uri, path, host, client-ip, header:NAME, query:NAME or cookie:NAME')
+      .optional(),
+    backends: z.array(backendEntry).max(10_000).default([]),
+    resolve: z.array(resolveEntry).max(100).default([]),
+    health: z.union([healthCheck, z.literal(false)]).default(false),
+    passive: z.union([passiveHealth, z.literal(false)]).optional(),
+    breaker: z.union([circuitBreaker, z.literal(false)]).optional(),
+    failureStatus: z.array(z.number().int().min(100).max(599)).optional(),
+    match: z
+      .object({ hosts: z.array(z.string().min(1)).min(1).optional(), pathPrefix: z.string().startsWith('/').optional() })
+      .strict()
+      .optional(),
+  })
+  .strict()
+  .superRefine((group, ctx) => {
+    // Backend ids must be unique within a group (the admin API and the ketama ring address them by id).
+    const seen = new Set<string>();
+    group.backends.forEach((entry, i) => {
+      const id = typeof entry === 'string' ? entry : (entry.id ?? entry.address);
+      if (seen.has(id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['backends', i], message: `duplicate backend id "${id}"` });
+      seen.add(id);
+    });
+  });
+
+export type UpstreamGroupConfig = z.output<typeof upstreamGroupSchema>;
+
+const GROUP_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
 /** The schema of the config file; every key is optional except where noted. */
 export const configSchema = z
   .object({
@@ -112,14 +214,38 @@ export const configSchema = z
       .default({}),
     shutdownTimeout: ms.default(10_000),
     origins: z.array(url).default([]),
+    /** The default group (`default`); shorthand for `upstreams: { default: … }`. */
+    upstream: upstreamGroupSchema.optional(),
+    upstreams: z
+      .record(z.string().regex(GROUP_NAME, 'group names are 1-64 of A-Z a-z 0-9 _ . -'), upstreamGroupSchema)
+      .default({}),
     limits: limits.default({}),
     peer: peer.default({}),
     forwarding: forwarding.default({}),
     cache: cache.default({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    if (config.upstream !== undefined && config.upstreams.default !== undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['upstream'], message: 'give either upstream or upstreams.default, not both' });
+    }
+  });
 
 export type CairnConfig = z.output<typeof configSchema>;
+export type CairnConfigInput = z.input<typeof configSchema>;
+
+/**
+ * Every upstream group the config names, in order: `--origin`/`origins` (round robin) form the
+ * group `default` and take its place, then `upstream` (also `default`), then `upstreams`.
+ */
+export function upstreamGroupsOf(config: CairnConfig): Record<string, UpstreamGroupConfig> {
+  const groups: Record<string, UpstreamGroupConfig> = {};
+  if (config.origins.length > 0) {
+    groups.default = upstreamGroupSchema.parse({ ...(config.upstream ?? config.upstreams.default ?? {}), backends: config.origins });
+  } else if (config.upstream !== undefined) groups.default = config.upstream;
+  for (const [name, group] of Object.entries(config.upstreams)) if (groups[name] === undefined) groups[name] = group;
+  return groups;
+}
 export type CairnConfigInput = z.input<typeof configSchema>;
 
 /** Validate a parsed config object; throws `CAIRN_ERR_CONFIG_INVALID` naming every bad key. */

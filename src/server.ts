@@ -69,6 +69,33 @@ export interface ServeOptions {
   readonly signals?: boolean;
   /** Called once the admin listener exists, to add routes (purge, upstream API, …). */
   readonly adminRoutes?: (admin: AdminServer) => void;
+  /**
+   * Things that run beside the proxy in each serving process (health checkers, DNS watchers, a
+   * proxy's own background work): started before the listener opens, stopped on `close()` after
+   * in-flight requests ended. Not started in a `workers > 1` primary, which serves no requests.
+   */
+  readonly services?: readonly CairnService[];
+}
+
+/** What a service is given when it starts. */
+export interface ServiceRuntime {
+  /** The process's metrics (register per-service gauges here). */
+  readonly metrics: CairnMetrics;
+  readonly logger: Logger;
+}
+
+/**
+ * Background work tied to a server's life (see `ServeOptions.services`).
+ *
+ * @example
+ * ```ts
+ * const proxy = new ReverseProxy({ upstream: { backends: ['127.0.0.1:3000'], health: { path: '/healthz' } } });
+ * await serve(proxy, { services: [proxy] }); // its health checks run while the server does
+ * ```
+ */
+export interface CairnService {
+  start(runtime: ServiceRuntime): void | Promise<void>;
+  stop(): void | Promise<void>;
 }
 
 /** A running proxy. */
@@ -125,6 +152,8 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   const logger = options.logger ?? createLogger(options.logLevel ?? 'info');
   const metrics = new CairnMetrics();
   const engine = new Engine(proxy, metrics, logger, 'http');
+  const services = options.services ?? [];
+  for (const service of services) await service.start({ metrics, logger });
   const listen = parseAddress(options.listen ?? '127.0.0.1:8080');
   // Node checks headersTimeout/requestTimeout only every connectionsCheckingInterval (30 s by
   // default), so a 10 s header deadline could let a slowloris client hold a socket for 40 s.
@@ -180,7 +209,12 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
     socket.destroySoon();
   });
 
-  await listenOn(server, listen);
+  try {
+    await listenOn(server, listen);
+  } catch (error) {
+    for (const service of services) await service.stop();
+    throw error;
+  }
   const address = server.address() as AddressInfo;
   const bound: ListenAddress = { host: address.address, port: address.port };
 
@@ -209,7 +243,7 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   const shutdownTimeout = options.shutdownTimeout ?? 10_000;
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
-    closing ??= shutdown(server, engine, admin, logger, shutdownTimeout).finally(() =>
+    closing ??= shutdown(server, engine, admin, logger, shutdownTimeout, services).finally(() =>
       clearInterval(flusher),
     );
     return closing;
@@ -224,6 +258,7 @@ async function shutdown<Ctx>(
   admin: AdminServer | undefined,
   logger: Logger,
   timeout: number,
+  services: readonly CairnService[] = [],
 ): Promise<void> {
   engine.draining = true;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -245,6 +280,7 @@ async function shutdown<Ctx>(
   } else {
     await engine.pools.close();
   }
+  for (const service of services) await service.stop();
   await admin?.close();
   logger.info('stopped');
   await flushLogger(logger);
