@@ -5,6 +5,7 @@
  * `HttpCache` from `requestCacheFilter`.
  */
 import { isIP } from 'node:net';
+import type { CairnError } from '../src/errors.ts';
 import { CACHE_STATUS, CacheStatusBuilder } from './cache-status.ts';
 import { cacheKey } from './key.ts';
 import { CacheLock } from './lock.ts';
@@ -84,6 +85,21 @@ export class HttpCache {
   static async open(options: OpenHttpCacheOptions): Promise<HttpCache> {
     const store = await TieredStore.open({ memory: options.memory, ...(options.disk === undefined ? {} : { disk: options.disk }) });
     return new HttpCache({ ...options, store });
+  }
+
+  /**
+   * Why the disk tier is missing, when `open()` could not open it and the cache runs memory-only
+   * (`CAIRN_ERR_CACHE_STORE_OPEN`); `undefined` otherwise.
+   *
+   * @example
+   * ```ts
+   * const cache = await HttpCache.open({ memory, disk: { path: '/var/cache/cairn', maxBytes } });
+   * if (cache.diskError) logger.error({ err: cache.diskError }, 'caching in memory only');
+   * ```
+   */
+  get diskError(): CairnError | undefined {
+    const store = this.store;
+    return store instanceof TieredStore ? store.diskError : undefined;
   }
 
   /** May this client address purge? */

@@ -4,7 +4,7 @@
  * Built only from Cairn's public API.
  */
 import { acceptEncodingNormaliser, HttpCache } from '../src/index.ts';
-import type { AdminServer, OpenHttpCacheOptions, Session } from '../src/index.ts';
+import type { AdminServer, OpenHttpCacheOptions, ServiceRuntime, Session } from '../src/index.ts';
 import { ReverseProxy } from './reverse-proxy.ts';
 import type { ReverseProxyCtx, ReverseProxyOptions } from './reverse-proxy.ts';
 
@@ -35,6 +35,21 @@ export class CdnProxy<Ctx extends object = ReverseProxyCtx> extends ReverseProxy
     const cache = await HttpCache.open(options.cache);
     return new CdnProxy({ ...options, cache });
   }
+
+  /**
+   * Start the upstream services; first say (once, as an error) when the cache could not open its
+   * disk tier and serves from memory only, so a bad `--cache-dir` is not a silent slowdown.
+   */
+  override async start(runtime?: ServiceRuntime): Promise<void> {
+    const error = this.cache.diskError;
+    if (error !== undefined && runtime !== undefined && !this.#diskErrorLogged) {
+      this.#diskErrorLogged = true;
+      runtime.logger.error({ err: error }, 'cache disk tier unavailable: caching in memory only');
+    }
+    await super.start(runtime);
+  }
+
+  #diskErrorLogged = false;
 
   override requestCacheFilter(_session: Session, _ctx: Ctx): HttpCache {
     return this.cache;
