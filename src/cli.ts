@@ -9,10 +9,11 @@
  */
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
-import { CdnProxy, ReverseProxy } from '../hooks/index.ts';
+import { CdnProxy, ClusterCdnProxy, ReverseProxy } from '../hooks/index.ts';
 import type { UpstreamGroupOptions } from '../hooks/index.ts';
 import { HttpCache } from '../cache/http-cache.ts';
 import type { CairnConfig, UpstreamGroupConfig } from './config.ts';
@@ -21,7 +22,7 @@ import { watchConfigFile } from './config-watch.ts';
 import { startDemoOrigin } from './demo-origin.ts';
 import { isCairnError } from './errors.ts';
 import type { HttpPeerOptions } from './peer.ts';
-import { serve } from './server.ts';
+import { parseAddress, serve } from './server.ts';
 
 const USAGE = `Usage: cairn [options]
 
@@ -36,6 +37,8 @@ const USAGE = `Usage: cairn [options]
   --memory-only          cache in memory only (no disk tier)
   --no-cache             plain reverse proxy, no caching
   --workers N            processes to run (node:cluster), sharing the listen port
+  --cluster-peer H:P     a node of a Cairn cluster; repeat for every node (docs/cluster.md)
+  --cluster-self H:P     this node as the others list it (default: --listen)
   --log-level LEVEL      fatal|error|warn|info|debug|trace|silent (default info)
   -h, --help             this text
 `;
@@ -57,6 +60,8 @@ export async function configFromArgs(argv: readonly string[]): Promise<CliConfig
       'cache-dir': { type: 'string' },
       'memory-only': { type: 'boolean' },
       'no-cache': { type: 'boolean' },
+      'cluster-self': { type: 'string' },
+      'cluster-peer': { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -76,6 +81,12 @@ export async function configFromArgs(argv: readonly string[]): Promise<CliConfig
     cacheSection.disk = { ...(typeof cacheSection.disk === 'object' ? cacheSection.disk : {}), path: values['cache-dir'] };
   }
   base.cache = cacheSection;
+  if (values['cluster-self'] !== undefined || values['cluster-peer'] !== undefined) {
+    const section: Record<string, unknown> = { ...(base.cluster as Record<string, unknown> | undefined) };
+    if (values['cluster-self'] !== undefined) section.self = values['cluster-self'];
+    if (values['cluster-peer'] !== undefined) section.peers = values['cluster-peer'];
+    base.cluster = section;
+  }
   if (values['log-level'] !== undefined) base.log = { ...(base.log as object), level: values['log-level'] };
   const config = validateConfig(base, values.config ?? 'flags');
   return values.config === undefined ? config : { ...config, source: values.config };
@@ -125,6 +136,7 @@ async function buildProxy(config: CairnConfig, upstreams: Record<string, Upstrea
   const common = { upstreams, peer: peerOptions(config), forwarding: config.forwarding };
   const c = config.cache;
   if (!c.enabled) return new ReverseProxy(common);
+  const allowed = purgeFrom(config);
   const cache = await HttpCache.open({
     memory: c.memory,
     ...(c.disk === false
@@ -138,9 +150,23 @@ async function buildProxy(config: CairnConfig, upstreams: Record<string, Upstrea
         }),
     lock: c.lock,
     policy: c.policy,
-    ...(c.purgeFrom === undefined ? {} : { purgeFrom: c.purgeFrom }),
+    ...(allowed === undefined ? {} : { purgeFrom: allowed }),
   });
-  return new CdnProxy({ ...common, cache });
+  const cl = config.cluster;
+  if (cl === undefined) return new CdnProxy({ ...common, cache });
+  const { self = config.listen, ...rest } = cl;
+  return new ClusterCdnProxy({ ...common, cache, cluster: { ...rest, self } });
+}
+
+/**
+ * Who may `PURGE`: the configured list (default loopback) plus, in a cluster, every peer given as
+ * an IP address, so purges fanned out by the other nodes are accepted.
+ */
+function purgeFrom(config: CairnConfig): readonly string[] | undefined {
+  const given = config.cache.purgeFrom;
+  const peers = config.cluster?.peers.map((p) => parseAddress(p).host).filter((h) => isIP(h) !== 0) ?? [];
+  if (peers.length === 0) return given;
+  return [...new Set([...(given ?? ['127.0.0.1', '::1', '::ffff:127.0.0.1']), ...peers])];
 }
 
 /** Run the CLI; resolves with an exit code for errors (a running proxy keeps the process alive). */

@@ -202,6 +202,18 @@ export type UpstreamGroupConfig = z.output<typeof upstreamGroupSchema>;
 const GROUP_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** The schema of the config file; every key is optional except where noted. */
+/** This node as one of a cluster of Cairn nodes (`ClusterCdnProxy`, docs/cluster.md). */
+const clusterSection = z
+  .object({
+    /** Where the other nodes reach this one, as they list it; default `listen`. */
+    self: address.optional(),
+    peers: z.array(address).min(1),
+    downMs: z.number().int().min(0).optional(),
+    connectTimeout: ms.optional(),
+    purgeTimeout: ms.optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     listen: address.default('127.0.0.1:8080'),
@@ -223,9 +235,13 @@ export const configSchema = z
     peer: peer.default({}),
     forwarding: forwarding.default({}),
     cache: cache.default({}),
+    cluster: clusterSection.optional(),
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.cluster !== undefined && !config.cache.enabled) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['cluster'], message: 'a cluster shares a cache: it needs cache.enabled' });
+    }
     if (config.upstream !== undefined && config.upstreams.default !== undefined) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['upstream'], message: 'give either upstream or upstreams.default, not both' });
     }
