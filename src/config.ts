@@ -201,7 +201,6 @@ export type UpstreamGroupConfig = z.output<typeof upstreamGroupSchema>;
 
 const GROUP_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
-/** The schema of the config file; every key is optional except where noted. */
 /** This node as one of a cluster of Cairn nodes (`ClusterCdnProxy`, docs/cluster.md). */
 const clusterSection = z
   .object({
@@ -214,6 +213,7 @@ const clusterSection = z
   })
   .strict();
 
+/** The schema of the config file; every key is optional except where noted. */
 export const configSchema = z
   .object({
     listen: address.default('127.0.0.1:8080'),
