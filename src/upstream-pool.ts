@@ -6,7 +6,7 @@
  */
 import diagnosticsChannel from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
-import { Pool, buildConnector } from 'undici';
+import { Pool, buildConnector, errors as undiciErrors } from 'undici';
 import { CairnError } from './errors.ts';
 import type { HttpPeer } from './peer.ts';
 
@@ -172,7 +172,14 @@ export function upstreamError(error: unknown, sent: boolean, peer: HttpPeer): Ca
   if (code === 'UND_ERR_BODY_TIMEOUT') {
     return new CairnError('CAIRN_ERR_UPSTREAM_BODY_TIMEOUT', `${at} stalled while sending the body`, { cause: error });
   }
-  if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO') {
+  // undici's HTTPParserError often has no code (it looks llhttp's error number up in a name->number
+  // table), so recognise the class too.
+  if (
+    error instanceof undiciErrors.HTTPParserError ||
+    code.startsWith('HPE_') ||
+    code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' ||
+    code === 'UND_ERR_INFO'
+  ) {
     return new CairnError('CAIRN_ERR_UPSTREAM_PROTOCOL', `invalid response from ${at} (${code})`, { cause: error });
   }
   return new CairnError('CAIRN_ERR_UPSTREAM_CLOSED', `${at} closed the connection (${code || 'error'})`, {
