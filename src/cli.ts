@@ -25,6 +25,8 @@ import type { HttpPeerOptions } from './peer.ts';
 import { parseAddress, serve } from './server.ts';
 
 const USAGE = `Usage: cairn [options]
+       cairn check FILE [--origin URL | --target URL] [--json] [--junit FILE]
+       cairn explain URL
 
   --listen HOST:PORT     where clients connect (default 127.0.0.1:8080)
   --origin URL           an origin server; repeat for several (round robin; the
@@ -171,6 +173,8 @@ function purgeFrom(config: CairnConfig): readonly string[] | undefined {
 
 /** Run the CLI; resolves with an exit code for errors (a running proxy keeps the process alive). */
 export async function main(argv: readonly string[]): Promise<number> {
+  // `cairn check` / `cairn explain` (the cache test kit), loaded only when asked for.
+  if (argv[0] === 'check' || argv[0] === 'explain') return (await import('../hooks/testing/cli.ts')).checkOrExplain(argv);
   let config: CliConfig | 'help';
   try {
     config = await configFromArgs(argv);
