@@ -1,0 +1,287 @@
+/**
+ * Runs the public HTTP cache test suite (npm `http-cache-tests`) against Cairn's `CdnProxy`, and
+ * classifies the results by the suite's own metadata. Shared by `http-cache-tests.test.ts` (CI)
+ * and `update-baseline.ts` (a deliberate refresh of the committed results).
+ *
+ * Layout of one run, everything on 127.0.0.1:
+ *
+ *   suite client (child) ──► CdnProxy (this process, LMDB in a temp dir) ──► suite origin (child)
+ *
+ * The origin's `server.listen(port)` binds every interface; a preloaded one-line module makes a
+ * port-only `listen` bind 127.0.0.1. The client has no request timeout, so it runs under a hard
+ * time limit and is killed by PID when it overruns.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { serve } from '../../src/index.ts';
+import type { CairnServer, LogLevel, PolicyOptions } from '../../src/index.ts';
+import { CdnProxy } from '../../hooks/index.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..', '..');
+export const SUITE_DIR = join(ROOT, 'node_modules', 'http-cache-tests');
+export const BASELINE_FILE = join(HERE, 'http-cache-tests.results.json');
+export const DOC_FILE = join(ROOT, 'docs', 'conformance.md');
+
+/**
+ * The policy the conformance run uses. `setCookie: 'store'` is RFC behaviour (Cairn's default,
+ * `'bypass'`, is a deliberate difference: see docs/cache-policy.md); everything else is default.
+ */
+export const CONFORMANCE_POLICY: PolicyOptions = { setCookie: 'store' };
+
+/** One test's result as the suite reports it: `true`, or `[kind, message]`. */
+export type TestResult = true | [string, string];
+export type Results = Record<string, TestResult>;
+export type Kind = 'required' | 'optimal' | 'check';
+
+export interface SuiteTest {
+  readonly id: string;
+  readonly kind: Kind;
+  readonly name: string;
+}
+
+/** Make a port-only `listen()` (the suite origin's `server.listen(port)`) bind loopback. */
+const LOOPBACK_PRELOAD =
+  'data:text/javascript,' +
+  encodeURIComponent(
+    [
+      "import net from 'node:net';",
+      'const listen = net.Server.prototype.listen;',
+      'net.Server.prototype.listen = function (...args) {',
+      "  const port = typeof args[0] === 'number' || (typeof args[0] === 'string' && /^\\d+$/.test(args[0]));",
+      "  if (port && typeof args[1] !== 'string') return listen.call(this, Number(args[0]), '127.0.0.1', ...args.slice(1));",
+      '  return listen.apply(this, args);',
+      '};',
+    ].join('\n'),
+  );
+
+/**
+ * The tests the CLI runs (`tests/index.mjs` plus `tests/surrogate-control.mjs`), without the
+ * `browser_only` ones; a test without `kind` is required (as the suite's `display.mjs` treats it).
+ */
+export async function loadSuiteTests(): Promise<SuiteTest[]> {
+  type Suite = { tests: { id: string; name: string; kind?: Kind; browser_only?: boolean }[] };
+  const index = (await import(pathToFileURL(join(SUITE_DIR, 'tests', 'index.mjs')).href)) as {
+    default: Suite[];
+  };
+  const surrogate = (await import(pathToFileURL(join(SUITE_DIR, 'tests', 'surrogate-control.mjs')).href)) as {
+    default: Suite;
+  };
+  const out: SuiteTest[] = [];
+  for (const suite of [...index.default, surrogate.default]) {
+    for (const t of suite.tests) {
+      if (t.browser_only === true) continue;
+      out.push({ id: t.id, kind: t.kind ?? 'required', name: t.name });
+    }
+  }
+  return out;
+}
+
+export interface Counts {
+  readonly passed: Record<Kind, number>;
+  readonly total: Record<Kind, number>;
+}
+
+/** Passing (`true`) and total tests per kind. */
+export function countResults(tests: readonly SuiteTest[], results: Results): Counts {
+  const passed: Record<Kind, number> = { required: 0, optimal: 0, check: 0 };
+  const total: Record<Kind, number> = { required: 0, optimal: 0, check: 0 };
+  for (const t of tests) {
+    total[t.kind]++;
+    if (results[t.id] === true) passed[t.kind]++;
+  }
+  return { passed, total };
+}
+
+/** Ids that pass in `baseline` and do not pass in `current`. */
+export function regressions(baseline: Results, current: Results): string[] {
+  return Object.keys(baseline)
+    .filter((id) => baseline[id] === true && current[id] !== true)
+    .sort();
+}
+
+/** The results as committed: ids sorted, two-space JSON, trailing newline. */
+export function formatResults(results: Results): string {
+  const sorted: Results = {};
+  for (const id of Object.keys(results).sort()) sorted[id] = results[id]!;
+  return `${JSON.stringify(sorted, null, 2)}\n`;
+}
+
+export async function readBaseline(): Promise<Results> {
+  return JSON.parse(await readFile(BASELINE_FILE, 'utf8')) as Results;
+}
+
+// ---- the generated counts block of docs/conformance.md --------------------------------------
+
+export const COUNTS_START = '<!-- counts:start (generated by test/conformance/update-baseline.ts) -->';
+export const COUNTS_END = '<!-- counts:end -->';
+
+/**
+ * The table of counts that docs/conformance.md carries between the markers, laid out exactly as
+ * Prettier formats a Markdown table, so formatting the docs leaves it unchanged.
+ */
+export function countsBlock(counts: Counts): string {
+  const rows = [
+    ['kind', 'passing', 'tests'],
+    ...(['required', 'optimal', 'check'] as const).map((kind) => [
+      kind,
+      String(counts.passed[kind]),
+      String(counts.total[kind]),
+    ]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(3, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: readonly string[]): string =>
+    `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  const table = [line(rows[0]!), line(widths.map((w) => '-'.repeat(w))), ...rows.slice(1).map(line)];
+  return [COUNTS_START, '', ...table, '', COUNTS_END].join('\n');
+}
+
+/** The counts block currently in `doc` (`undefined` when the markers are missing). */
+export function extractCountsBlock(doc: string): string | undefined {
+  const start = doc.indexOf(COUNTS_START);
+  const end = doc.indexOf(COUNTS_END);
+  if (start < 0 || end < start) return undefined;
+  return doc.slice(start, end + COUNTS_END.length);
+}
+
+// ---- running the suite ------------------------------------------------------------------------
+
+export interface RunOptions {
+  /** Hard limit for the suite's client, ms (default 90 s); it has no request timeout of its own. */
+  readonly timeLimitMs?: number;
+  readonly logLevel?: LogLevel;
+  /** Called with cleanups to register (node:test's `t.after`); the run also cleans up on return. */
+  readonly after?: (fn: () => unknown) => void;
+}
+
+function stopChild(child: ChildProcess): void {
+  if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+    try {
+      process.kill(child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Start the suite's origin on 127.0.0.1, port chosen by the OS; resolves with its base URL. */
+async function startSuiteOrigin(dir: string, children: ChildProcess[]): Promise<string> {
+  const child = spawn(
+    process.execPath,
+    ['--import', LOOPBACK_PRELOAD, join(SUITE_DIR, 'server', 'server.mjs')],
+    {
+      cwd: SUITE_DIR,
+      env: {
+        ...process.env,
+        npm_config_protocol: 'http',
+        npm_config_port: '0',
+        npm_config_pidfile: join(dir, 'server.pid'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  children.push(child);
+  let output = '';
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`suite origin did not start in 10 s: ${output}`)),
+      10_000,
+    );
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (text: string) => (output += text));
+    child.stdout.on('data', (text: string) => {
+      output += text;
+      const m = /Listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(output);
+      if (m !== null) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`suite origin exited (${code}) before listening: ${output}`));
+    });
+  });
+}
+
+/** Run the suite's CLI against `base`; resolves with its JSON results. */
+async function runSuiteClient(base: string, timeLimitMs: number, children: ChildProcess[]): Promise<Results> {
+  const child = spawn(process.execPath, ['--no-warnings', join(SUITE_DIR, 'cli.mjs')], {
+    cwd: SUITE_DIR,
+    // `npm_config_*` as npm would set them; `id` empty = every test.
+    env: { ...process.env, npm_config_base: base, npm_config_id: '', npm_package_config_id: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (text: string) => (stdout += text));
+  child.stderr.on('data', (text: string) => (stderr += text));
+  const timer = setTimeout(() => stopChild(child), timeLimitMs);
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  clearTimeout(timer);
+  if (signal !== null)
+    throw new Error(`suite client killed (${signal}) after the ${timeLimitMs} ms limit; stderr: ${stderr}`);
+  const start = stdout.indexOf('{');
+  if (code !== 0 || start < 0)
+    throw new Error(`suite client failed (exit ${code}): ${stderr}\n${stdout.slice(0, 2000)}`);
+  return JSON.parse(stdout.slice(start)) as Results;
+}
+
+export interface ConformanceStack {
+  /** The proxy's base URL (`http://127.0.0.1:PORT`), for the suite's client. */
+  readonly base: string;
+  readonly children: ChildProcess[];
+  close(): Promise<void>;
+}
+
+/** The suite's origin (a child) and a CdnProxy in front of it (in this process, LMDB in a temp dir). */
+export async function startConformanceStack(options: RunOptions = {}): Promise<ConformanceStack> {
+  const children: ChildProcess[] = [];
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-http-cache-tests-'));
+  let server: CairnServer | undefined;
+  let proxy: CdnProxy | undefined;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    for (const child of children) stopChild(child);
+    await server?.close();
+    await proxy?.cache.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  options.after?.(close);
+  try {
+    const origin = await startSuiteOrigin(dir, children);
+    proxy = await CdnProxy.open({
+      origins: [origin],
+      cache: {
+        memory: { maxBytes: 64 * 1024 ** 2 },
+        disk: { path: join(dir, 'lmdb'), maxBytes: 256 * 1024 ** 2 },
+        policy: CONFORMANCE_POLICY,
+      },
+    });
+    server = await serve(proxy, { listen: '127.0.0.1:0', logLevel: options.logLevel ?? 'silent' });
+    return { base: `http://127.0.0.1:${server.address.port}`, children, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/** Run the whole suite once against a fresh CdnProxy and return its per-test results. */
+export async function runConformance(options: RunOptions = {}): Promise<Results> {
+  const stack = await startConformanceStack(options);
+  try {
+    return await runSuiteClient(stack.base, options.timeLimitMs ?? 90_000, stack.children);
+  } finally {
+    await stack.close();
+  }
+}
