@@ -172,6 +172,31 @@ export const ERROR_CODES = {
     status: 502,
     description: 'The request whose origin fetch a waiter was sharing failed or was cancelled.',
   },
+  // Protocols: TLS, upgrades, gRPC bridging
+  CAIRN_ERR_TLS_CERTIFICATE: {
+    source: 'internal',
+    retryable: false,
+    status: 500,
+    description: 'A listener certificate or key could not be loaded (bad PEM, key does not match); on reload the previous one stays.',
+  },
+  CAIRN_ERR_UPGRADE_IDLE_TIMEOUT: {
+    source: 'internal',
+    retryable: false,
+    status: 504,
+    description: 'An upgraded connection (WebSocket tunnel) carried no byte in either direction for the idle timeout.',
+  },
+  CAIRN_ERR_GRPC_BAD_REQUEST: {
+    source: 'downstream',
+    retryable: false,
+    status: 400,
+    description: 'A gRPC or gRPC-web request body could not be translated (bad framing, bad base64).',
+  },
+  CAIRN_ERR_GRPC_BAD_RESPONSE: {
+    source: 'upstream',
+    retryable: false,
+    status: 502,
+    description: 'A gRPC or gRPC-web response from the origin could not be translated (bad framing, bad trailer frame).',
+  },
 } as const satisfies Record<string, CodeInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

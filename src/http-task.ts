@@ -83,7 +83,12 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     this.#peer = null;
     const headers = request.headers;
     const length = headers['content-length'];
-    this.#hasBody = headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+    // HTTP/2 frames the body itself: a request has one unless its HEADERS frame ended the stream
+    // (gRPC clients send no content-length at all).
+    this.#hasBody =
+      request.httpVersionMajor === 2
+        ? !(request as IncomingMessage & { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders
+        : headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
     this.#statusMessage = undefined;
     this.#cache = null;
     this.#detached = false;

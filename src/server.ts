@@ -5,7 +5,7 @@
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
 import { createServer } from 'node:http';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { once } from 'node:events';
 import type { Logger } from 'pino';
@@ -17,6 +17,9 @@ import type { LogLevel } from './logger.ts';
 import { createLogger, flushLogger } from './logger.ts';
 import { CairnMetrics } from './metrics.ts';
 import type { ProxyHttp } from './proxy-http.ts';
+import { openListener } from './listeners.ts';
+import type { Listener, ProtocolOptions } from './listeners.ts';
+import { UpgradeHandler } from './upgrade.ts';
 
 export interface ListenAddress {
   readonly host: string;
@@ -48,7 +51,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxRequestsPerSocket: 0,
 };
 
-export interface ServeOptions {
+export interface ServeOptions extends ProtocolOptions {
   /** Where to accept clients: `'host:port'` or `{ host, port }`. Default `127.0.0.1:8080`. */
   readonly listen?: string | ListenAddress;
   /** Admin listener (`/metrics`, `/healthz`, …): an address, or `false` for none. Default none. */
@@ -151,7 +154,7 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   const limits = resolveLimits(options.limits);
   const logger = options.logger ?? createLogger(options.logLevel ?? 'info');
   const metrics = new CairnMetrics();
-  const engine = new Engine(proxy, metrics, logger, 'http');
+  const engine = new Engine(proxy, metrics, logger, options.tls === undefined ? 'http' : 'https');
   const services = options.services ?? [];
   for (const service of services) await service.start({ metrics, logger });
   const listen = parseAddress(options.listen ?? '127.0.0.1:8080');
@@ -208,14 +211,39 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
     socket.end('HTTP/1.1 501 Not Implemented\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     socket.destroySoon();
   });
+  // WebSocket and other protocol switches (src/upgrade.ts): screened like any request, then tunnelled.
+  if (options.upgrade !== false) {
+    const upgrades = new UpgradeHandler(engine, options.upgrade);
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      socket.on('error', destroySocket);
+      const res = upgrades.response(req, socket);
+      const status = req.rawHeaders.length > maxFields ? 431 : screenRequest(req);
+      if (status !== 0) {
+        refuse(socket, res, status, metrics, logger);
+        return;
+      }
+      upgrades.handle(req, res, socket, head);
+    });
+  }
 
+  let listener: Listener & { address: AddressInfo };
   try {
-    await listenOn(server, listen);
+    // Plain HTTP/1.1 listens on `server` itself; TLS and h2c go through src/listeners.ts.
+    listener = await openListener(server, {
+      host: listen.host,
+      port: listen.port,
+      options,
+      engine,
+      maxHeaderSize: limits.maxHeaderSize,
+      maxHeadersCount: limits.maxHeadersCount,
+      keepAliveTimeout: limits.keepAliveTimeout,
+      headersTimeout: limits.headersTimeout,
+    });
   } catch (error) {
     for (const service of services) await service.stop();
     throw error;
   }
-  const address = server.address() as AddressInfo;
+  const address = listener.address;
   const bound: ListenAddress = { host: address.address, port: address.port };
 
   let admin: AdminServer | undefined;
@@ -243,7 +271,7 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   const shutdownTimeout = options.shutdownTimeout ?? 10_000;
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
-    closing ??= shutdown(server, engine, admin, logger, shutdownTimeout, services).finally(() =>
+    closing ??= shutdown(listener, engine, admin, logger, shutdownTimeout, services).finally(() =>
       clearInterval(flusher),
     );
     return closing;
@@ -253,7 +281,7 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
 }
 
 async function shutdown<Ctx>(
-  server: Server,
+  server: Listener,
   engine: Engine<Ctx>,
   admin: AdminServer | undefined,
   logger: Logger,
@@ -261,8 +289,8 @@ async function shutdown<Ctx>(
   services: readonly CairnService[] = [],
 ): Promise<void> {
   engine.draining = true;
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeIdleConnections();
+  const closed = server.close();
+  server.closeIdle();
   // Logged (and flushed at once) only now that the listener is closed: whoever reads 'draining'
   // can rely on new connections being refused.
   logger.info({ timeoutMs: timeout }, 'draining');
@@ -275,7 +303,7 @@ async function shutdown<Ctx>(
   clearTimeout(timer);
   if (timedOut) {
     logger.warn('shutdown deadline passed: closing remaining connections');
-    server.closeAllConnections();
+    server.closeAll();
     await engine.pools.destroy();
   } else {
     await engine.pools.close();
@@ -474,16 +502,6 @@ function rejectClient(
   const req = inFlight?.req;
   if (req !== undefined && !req.complete) req.destroy();
   else socket.destroySoon();
-}
-
-function listenOn(server: Server, where: ListenAddress): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(where.port, where.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
 }
 
 /** The cluster primary: forks workers, serves aggregated metrics, relays shutdown. */
