@@ -44,8 +44,8 @@ async function named(
     server: origin.server,
     port: origin.port,
     url: origin.url,
-    peer: origin.peer,
-    close: origin.close,
+    peer: (options) => origin.peer(options),
+    close: () => origin.close(),
     id: `127.0.0.1:${origin.port}`,
     get healthy() {
       return state.healthy;
