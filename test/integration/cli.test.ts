@@ -110,6 +110,32 @@ describe('cairn proxies with no code', () => {
     assert.equal(res.body.toString(), 'hello from the origin: /yaml');
   });
 
+  test(
+    '--workers 2: two worker processes serve the port; SIGTERM to the primary stops them all',
+    { timeout: 40_000 },
+    async (t) => {
+      const origin = await helloOrigin(t);
+      const port = await freePort();
+      const cli = startCli(t, ['--listen', `127.0.0.1:${port}`, '--origin', origin.url, '--workers', '2']);
+      const ready = await cli.waitForLog('cluster listening');
+      assert.equal(ready.workers, 2);
+      assert.equal(ready.pid, cli.pid);
+      // Connections are handed to the workers in turn; each access line carries its worker's pid.
+      for (let i = 0; i < 6; i++) {
+        const res = await httpRequest(`http://127.0.0.1:${port}/w${i}`);
+        assert.equal(res.body.toString(), `hello from the origin: /w${i}`);
+      }
+      const servedBy = new Set<unknown>();
+      for (let i = 0; i < 6; i++)
+        servedBy.add((await cli.waitForLog('request', (l) => l.path === `/w${i}`)).pid);
+      assert.equal(servedBy.size, 2, `served by ${[...servedBy].join(', ')}`);
+      assert.ok(!servedBy.has(cli.pid), 'the primary serves no requests');
+      process.kill(cli.pid, 'SIGTERM');
+      assert.deepEqual(await cli.exited, { code: 0, signal: null });
+      for (const pid of servedBy) assert.throws(() => process.kill(Number(pid), 0), /ESRCH/);
+    },
+  );
+
   test('bin/cairn.js runs with plain node (no --import tsx)', { timeout: 30_000 }, async (t) => {
     const origin = await helloOrigin(t);
     const port = await freePort();
