@@ -327,8 +327,17 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       headers['cache-status'] = earlier === undefined ? cacheStatus : `${String(earlier)}, ${cacheStatus}`;
     }
     if (this.engine.draining) headers.connection = 'close';
+    try {
+      res.writeHead(head.status, this.#statusMessage, headers as Record<string, string | string[]>);
+    } catch (error) {
+      // A hook left a head Node refuses (bad header name or value, bad status): a hook error, so
+      // 500 as for a throwing hook. Thrown from a promise callback it would be an unhandled rejection.
+      const failure = hookError(error);
+      if (this.#phase === 'responding' && this.#controller !== null) this.#controller.abort(failure);
+      else void this.fail(failure);
+      return;
+    }
     session.status = head.status;
-    res.writeHead(head.status, this.#statusMessage, headers as Record<string, string | string[]>);
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {

@@ -713,3 +713,36 @@ test(
     assert.equal(origin.seen[0]!.headers.expect, undefined, 'Expect is hop-by-hop here: Cairn answered it');
   },
 );
+
+for (const mode of ['sync', 'async'] as const) {
+  test(
+    `${mode} responseFilter leaving an invalid header value gets 500, not a crash (unhandled rejection)`,
+    LIMIT,
+    async (t) => {
+      const origin = await trailerOrigin(t);
+      let logged!: (error: CairnError | undefined) => void;
+      const loggedError = new Promise<CairnError | undefined>((resolve) => {
+        logged = resolve;
+      });
+      class BadHeader extends ProxyHttp {
+        override upstreamPeer(): HttpPeer {
+          return origin.peer;
+        }
+        override responseFilter(_s: Session, response: ResponseHead): MaybePromise<void> {
+          response.headers['x-bad'] = 'line\nbreak';
+          return mode === 'async' ? later(undefined) : undefined;
+        }
+        override logging(_s: Session, error: CairnError | undefined): void {
+          logged(error);
+        }
+      }
+      const cairn = await startCairn(t, new BadHeader());
+
+      const res = await httpRequest(`${cairn.url}/`);
+
+      assert.equal(res.status, 500);
+      assert.equal(res.headers['x-bad'], undefined);
+      assert.equal((await loggedError)?.code, 'CAIRN_ERR_INTERNAL_HOOK');
+    },
+  );
+}
