@@ -90,16 +90,17 @@ function lowerCased(
  */
 export function formatSeconds(seconds: number): string {
   const s = Math.round(seconds);
-  if (Math.abs(s) < 120) return `${s} s`;
-  if (Math.abs(s) < 7200) {
-    const m = Math.floor(s / 60);
+  const a = Math.abs(s);
+  if (a < 120) return `${s} s`;
+  if (a < 3600) {
+    const m = Math.trunc(s / 60);
     const rest = s - m * 60;
-    return rest === 0 ? `${m} min` : `${m} min ${rest} s`;
+    return rest === 0 ? `${m} min` : `${m} min ${Math.abs(rest)} s`;
   }
-  if (Math.abs(s) < 172_800) {
-    const h = Math.floor(s / 3600);
+  if (a < 172_800) {
+    const h = Math.trunc(s / 3600);
     const m = Math.round((s - h * 3600) / 60);
-    return m === 0 ? `${h} h` : `${h} h ${m} min`;
+    return m === 0 ? `${h} h` : `${h} h ${Math.abs(m)} min`;
   }
   return `${Math.round(s / 86_400)} d`;
 }
