@@ -248,7 +248,6 @@ export const configSchema = z
   });
 
 export type CairnConfig = z.output<typeof configSchema>;
-export type CairnConfigInput = z.input<typeof configSchema>;
 
 /**
  * Every upstream group the config names, in order: `--origin`/`origins` (round robin) form the
