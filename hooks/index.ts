@@ -12,5 +12,9 @@ export type {
 } from './reverse-proxy.ts';
 export { CdnProxy } from './cdn-proxy.ts';
 export type { CdnProxyOptions } from './cdn-proxy.ts';
+export { GatewayProxy } from './gateway-proxy.ts';
+export type { GatewayCtx, GatewayProxyOptions } from './gateway-proxy.ts';
+export { Route, RouteResolver } from './route-resolver.ts';
+export type { RouteAnswer, RouteLookup, RouteResolverOptions } from './route-resolver.ts';
 export { CLUSTER_HOP_HEADER, CLUSTER_PURGE_HEADER, ClusterCdnProxy } from './cluster-proxy.ts';
 export type { ClusterCdnProxyOptions, ClusterCtx, ClusterOptions, ClusterPurgeResult, PurgeTarget } from './cluster-proxy.ts';

@@ -133,7 +133,11 @@ function startCli(t: Cleanup, args: string[]): { lines: LogLine[]; waitFor: (p: 
     const line = JSON.parse(text) as LogLine;
     if (line.msg === 'request') return; // access lines: not needed, not kept
     lines.push(line);
-    for (const w of waiting) if (w.p(line)) (waiting.delete(w), w.resolve(line));
+    for (const w of waiting) {
+      if (!w.p(line)) continue;
+      waiting.delete(w);
+      w.resolve(line);
+    }
   });
   child.once('exit', (code) => {
     for (const w of waiting) w.reject(new Error(`cairn exited (${String(code)}) before the expected log line`));
