@@ -128,7 +128,8 @@ export class HttpCache {
 
   /** Purge every variant of one key. */
   async purgeKey(key: string): Promise<number> {
-    this.lock?.inflight(key)?.uncacheable('purged');
+    // A response still arriving was fetched before this purge: it must not be stored either.
+    this.lock?.inflight(key)?.purge();
     return this.store.delete(key);
   }
 

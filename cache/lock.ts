@@ -99,6 +99,7 @@ export class InflightObject {
   #bytes = 0;
   #overflow = false;
   #error: CairnError | undefined = undefined;
+  #purged = false;
   #headerWaiters = new Set<LockWait>();
   #readers = new Set<InflightReader>();
   #blocked: InflightReader[] = [];
@@ -251,6 +252,28 @@ export class InflightObject {
     this.#headerWaiters = new Set();
     const outcome: WaitOutcome = { kind: 'fetch', reason };
     for (const w of waiters) w._settle(outcome);
+  }
+
+  /** True once `purge()` was called: the writer must not store what it fetched. */
+  get purged(): boolean {
+    return this.#purged;
+  }
+
+  /**
+   * A purge of this key arrived during the fetch. What is arriving was asked for before the purge,
+   * so the writer must not store it (it checks `purged` before committing); readers already
+   * attached finish reading it. Releases the key, so later requests fetch anew. Before headers,
+   * waiters also fetch on their own (as for `uncacheable('purged')`).
+   *
+   * @example
+   * ```ts
+   * lock.inflight(key)?.purge();
+   * ```
+   */
+  purge(): void {
+    this.#purged = true;
+    if (this.#state === 'pending') this.uncacheable('purged');
+    else this.#release();
   }
 
   /** @internal Join as a waiter; returns the outcome when it is already known. */
@@ -608,11 +631,11 @@ export class CacheLock {
   }
 
   /**
-   * The inflight object for `key`, if any (for metrics and purge: a purge should `cancel()` it).
+   * The inflight object for `key`, if any (for metrics and purge: a purge calls `purge()` on it).
    *
    * @example
    * ```ts
-   * lock.inflight(key)?.uncacheable('purged');
+   * lock.inflight(key)?.purge();
    * ```
    */
   inflight(key: string): InflightObject | undefined {

@@ -815,6 +815,12 @@ export class CacheRequest<Ctx> {
       inflight?.complete();
       return;
     }
+    if (inflight?.purged === true) {
+      // Purged while it arrived: it was fetched before the purge, so it is never stored.
+      writer.abort();
+      inflight.complete();
+      return;
+    }
     const committed = writer.commit().then(
       () => inflight?.complete(),
       (error: unknown) => {

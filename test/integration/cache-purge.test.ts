@@ -10,7 +10,7 @@ import type { HttpCacheOptions } from '../../src/index.ts';
 import { CdnProxy } from '../../hooks/index.ts';
 import { httpRequest, startCairn, startOrigin } from '../helpers/servers.ts';
 import type { Cleanup, Origin } from '../helpers/servers.ts';
-import { statusOf, tempDir } from '../helpers/cache.ts';
+import { signal, startCdn, statusOf, tempDir } from '../helpers/cache.ts';
 
 const LIMIT = { timeout: 20_000 };
 const HOST = 'cdn.example';
@@ -143,4 +143,38 @@ test('PURGE from an address not in purgeFrom gets 403 and purges nothing', LIMIT
   assert.equal(res.status, 403);
   assert.equal(await isHit(c.get('/guarded')), true);
   assert.equal(origin.requests, 1);
+});
+
+test('regression: a PURGE that arrives while the object is still being fetched is not undone when the fetch completes', LIMIT, async (t) => {
+  // The fetch in flight used to be committed after the purge, so content from before the purge
+  // was served as a hit afterwards.
+  const rest = signal();
+  const halfSent = signal();
+  let version = 0;
+  const origin = await startOrigin(t, (_req, res) => {
+    version++;
+    res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': 6 });
+    if (version > 1) {
+      res.end('new!!!');
+      return;
+    }
+    res.write('old');
+    halfSent.resolve();
+    void rest.promise.then(() => res.end('old'));
+  });
+  const { cairn, store } = await startCdn(t, origin);
+  const filling = httpRequest(`${cairn.url}/article`);
+  await halfSent.promise;
+  const purge = await httpRequest(`${cairn.url}/article`, { method: 'PURGE' });
+  assert.ok(purge.status === 200 || purge.status === 404, String(purge.status));
+  rest.resolve();
+  const first = await filling;
+  assert.equal(first.body.toString(), 'oldold', 'the request that started the fetch still gets its whole body');
+  const committed = store.committed();
+  const after = await httpRequest(`${cairn.url}/article`);
+  assert.equal(statusOf(after), 'Cairn; fwd=uri-miss; stored');
+  assert.equal(after.body.toString(), 'new!!!');
+  await committed;
+  assert.equal(store.commits.length, 1, 'only the response fetched after the purge was stored');
+  assert.equal((await httpRequest(`${cairn.url}/article`)).body.toString(), 'new!!!');
 });
