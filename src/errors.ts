@@ -26,7 +26,7 @@ interface CodeInfo {
 }
 
 /**
- * The table of every code. Documented in README.md ("Error codes"); a test checks the two agree.
+ * The table of every code. Documented in docs/errors.md; a test checks the two agree.
  * Never reuse or renumber a code: add new ones.
  */
 export const ERROR_CODES = {

@@ -398,7 +398,13 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       const next = this.#bodyQueue.shift() ?? null;
       this.#runBody(next, STAGE_UPSTREAM_FILTER);
     }
-    if (!this.#bodyBusy && this.#phase !== 'done') this.#controller?.resume();
+    // Resume the origin only if the client can take more; otherwise the 'drain' handler will.
+    if (!this.#bodyBusy && this.#phase !== 'done' && !this.#clientFull()) this.#controller?.resume();
+  }
+
+  /** The client's socket buffer is full (a write returned false and 'drain' has not come yet). */
+  #clientFull(): boolean {
+    return !this.session.aborted && this.session.response.writableNeedDrain;
   }
 
   #bodyFailed(error: unknown): void {

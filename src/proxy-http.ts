@@ -4,29 +4,25 @@
  * detects overridden hooks once, at construction, and never calls (or awaits) the others.
  *
  * ```text
- *   client ──> earlyRequestFilter ──> requestFilter ──(true: answered)──────────────┐
- *                   │                                                               │
- *                   ▼                                                               │
- *           [cache phases: requestCacheFilter, cacheKey, lookup …]  ──(hit)──┐      │
- *                   │ miss / bypass                                          │      │
- *                   ▼                                                        │      │
- *          proxyUpstreamFilter ──(false: answered)───────────────────────────┼──────┤
- *                   │                                                        │      │
- *                   ▼                                                        │      │
- *   upstreamPeer ─> connect (pool) ──fail──> failToConnect ──retry?─┐        │      │
- *        ▲                 │                                        │        │      │
- *        └─────────────────┼────────────────────────────────────────┘        │      │
- *                          ▼                                                 │      │
- *   connectedToUpstream ─> upstreamRequestFilter ─> request (+ requestBodyFilter)   │
- *                          │  error ─> errorWhileProxy ──retry?──> upstreamPeer     │
- *                          ▼                                                 │      │
- *   upstreamResponseFilter ─> [responseCacheFilter, store] ─> responseFilter <┘      │
- *                          ▼                                                        │
- *   upstreamResponseBodyFilter ─> responseBodyFilter ─> responseTrailerFilter       │
- *                          ▼                                                        │
- *   on any error: failToProxy (writes 502/504/…) ───────────────────────────────────┤
- *                                                                                   ▼
- *                                                                  logging (always, once, last)
+ * client
+ *   │
+ *   ├─ earlyRequestFilter
+ *   ├─ requestFilter ──────────────(true: you answered)────────────────────► logging
+ *   ├─ requestCacheFilter ─(an HttpCache)─► cacheKey ─► lookup
+ *   │     ├─ isPurge ─► purge ─► purgeResponseFilter ──────────────────────► logging
+ *   │     ├─ fresh hit (cacheHitFilter may force a refresh) ─► responseFilter ─► body from the cache
+ *   │     ├─ stale ─► shouldServeStale: serve it (+ background revalidation), or revalidate ─┐
+ *   │     └─ miss ─► cacheMiss ─► cache lock: one fetch, the others wait and share it ───────┤
+ *   ├─ proxyUpstreamFilter ────────(false: you answered)────────────────────► logging      │
+ *   ├─ upstreamPeer ─► upstreamRequestFilter ─► connect (pool) ◄─────────────────────────────┘
+ *   │     └─ connect failed ─► failToConnect ─(err.retry)─► upstreamPeer again
+ *   ├─ request (+ requestBodyFilter) ─► connectedToUpstream(reused?)
+ *   │     └─ failed after connecting ─► errorWhileProxy ─(err.retry, if safe)─► upstreamPeer again
+ *   ├─ upstreamResponseFilter ─► responseCacheFilter (store?) ─► responseFilter
+ *   │     (cacheVaryFilter picks the variant; cacheNotModifiedFilter answers 304s from the cache)
+ *   ├─ upstreamResponseBodyFilter ─► [into the cache] ─► responseBodyFilter ─► responseTrailerFilter
+ *   ├─ on failure: failToProxy (502 / 503 / 504, or stale content where the policy allows)
+ *   └─ logging (always, exactly once, last)
  * ```
  *
  * Every hook may return its value directly or as a Promise; prefer plain values on the hot path.
@@ -221,8 +217,10 @@ export class ProxyHttp<Ctx = Record<string, never>> {
   }
 
   /**
-   * The request is on a connection to `peer`; `reused` says whether that connection served earlier
-   * requests. Runs before the response phases. Return value ignored; must be synchronous.
+   * The request went over a connection to `peer`; `reused` says whether that connection served
+   * earlier requests. Runs once the origin answers (or fails after connecting), before the
+   * response phases: undici connects and writes the request in one step, so this is the first
+   * moment the connection is known. Return value ignored; must be synchronous.
    * Default: nothing.
    */
   connectedToUpstream(_session: Session, _reused: boolean, _peer: HttpPeer, _ctx: Ctx): void {}
