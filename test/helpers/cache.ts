@@ -129,7 +129,9 @@ export type CacheOptions = Omit<HttpCacheOptions, 'store'> & { readonly memory?:
 
 export function memoryCache(options: CacheOptions = {}): { cache: HttpCache; store: ObservedStore } {
   const { memory, ...rest } = options;
-  const store = new ObservedStore(new MemoryStore(memory ?? { maxBytes: 16 * 1024 * 1024, maxObjectBytes: 4 * 1024 * 1024 }));
+  const store = new ObservedStore(
+    new MemoryStore(memory ?? { maxBytes: 16 * 1024 * 1024, maxObjectBytes: 4 * 1024 * 1024 }),
+  );
   return { cache: new HttpCache({ ...rest, store }), store };
 }
 

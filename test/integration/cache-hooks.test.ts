@@ -19,7 +19,10 @@ function send(res: ServerResponse, status: number, headers: Record<string, strin
 }
 
 /** An origin whose body counts its requests, so a cached answer is told from a fresh one. */
-function countingOrigin(t: Parameters<typeof startOrigin>[0], headers: Record<string, string> = { 'cache-control': 'max-age=600', etag: '"e"' }): Promise<Origin> {
+function countingOrigin(
+  t: Parameters<typeof startOrigin>[0],
+  headers: Record<string, string> = { 'cache-control': 'max-age=600', etag: '"e"' },
+): Promise<Origin> {
   let n = 0;
   return startOrigin(t, (req, res) => {
     n++;
@@ -32,7 +35,12 @@ function countingOrigin(t: Parameters<typeof startOrigin>[0], headers: Record<st
   });
 }
 
-function get(base: string, path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<HttpResult> {
+function get(
+  base: string,
+  path: string,
+  headers: Record<string, string> = {},
+  method = 'GET',
+): Promise<HttpResult> {
   return httpRequest(base + path, { method, headers });
 }
 
@@ -117,45 +125,62 @@ test('cacheMiss: runs on a miss only, and what it sets reaches the origin', LIMI
   assert.equal(calls, 1);
 });
 
-test('responseCacheFilter: its verdict decides storing, for foreground and background fetches', LIMIT, async (t) => {
-  let version = 1;
-  const origin = await startOrigin(t, (req, res) => {
-    const headers: Record<string, string> = { 'cache-control': 'max-age=10, stale-while-revalidate=600', age: '20' };
-    if (req.url === '/draft' || version > 1) headers['x-draft'] = '1';
-    send(res, 200, headers, `v${version}`);
-  });
-  const verdicts: string[] = [];
-  const { cairn, store } = await startCdn(t, origin, {
-    make: (o) =>
-      new (class extends CdnProxy {
-        override responseCacheFilter(_s: Session, response: ResponseHead, verdict: ResponseVerdict): ResponseVerdict {
-          verdicts.push(String(response.headers['x-draft']));
-          if (response.headers['x-draft'] === '1') return { storable: false, reason: 'status', targetedBy: undefined };
-          return verdict;
-        }
-      })(o),
-  });
-  const draft = await get(cairn.url, '/draft');
-  assert.match(statusOf(draft), /^Cairn; fwd=uri-miss;.* detail=status$/);
-  assert.notEqual(statusOf(await get(cairn.url, '/draft')).slice(0, 10), 'Cairn; hit');
+test(
+  'responseCacheFilter: its verdict decides storing, for foreground and background fetches',
+  LIMIT,
+  async (t) => {
+    let version = 1;
+    const origin = await startOrigin(t, (req, res) => {
+      const headers: Record<string, string> = {
+        'cache-control': 'max-age=10, stale-while-revalidate=600',
+        age: '20',
+      };
+      if (req.url === '/draft' || version > 1) headers['x-draft'] = '1';
+      send(res, 200, headers, `v${version}`);
+    });
+    const verdicts: string[] = [];
+    const { cairn, store } = await startCdn(t, origin, {
+      make: (o) =>
+        new (class extends CdnProxy {
+          override responseCacheFilter(
+            _s: Session,
+            response: ResponseHead,
+            verdict: ResponseVerdict,
+          ): ResponseVerdict {
+            verdicts.push(String(response.headers['x-draft']));
+            if (response.headers['x-draft'] === '1')
+              return { storable: false, reason: 'status', targetedBy: undefined };
+            return verdict;
+          }
+        })(o),
+    });
+    const draft = await get(cairn.url, '/draft');
+    assert.match(statusOf(draft), /^Cairn; fwd=uri-miss;.* detail=status$/);
+    assert.notEqual(statusOf(await get(cairn.url, '/draft')).slice(0, 10), 'Cairn; hit');
 
-  const stored = store.committed();
-  await get(cairn.url, '/page');
-  await stored;
-  version = 2;
-  // Served stale; the background refresh gets a draft, which the hook refuses to store.
-  const before = verdicts.length;
-  const stale = await get(cairn.url, '/page');
-  assert.equal(stale.body.toString(), 'v1');
-  while (verdicts.length === before) await new Promise((resolve) => setImmediate(resolve));
-  const again = await get(cairn.url, '/page');
-  assert.equal(again.body.toString(), 'v1', 'the refused refresh did not replace the stored response');
-  assert.equal(store.commits.length, 1);
-});
+    const stored = store.committed();
+    await get(cairn.url, '/page');
+    await stored;
+    version = 2;
+    // Served stale; the background refresh gets a draft, which the hook refuses to store.
+    const before = verdicts.length;
+    const stale = await get(cairn.url, '/page');
+    assert.equal(stale.body.toString(), 'v1');
+    while (verdicts.length === before) await new Promise((resolve) => setImmediate(resolve));
+    const again = await get(cairn.url, '/page');
+    assert.equal(again.body.toString(), 'v1', 'the refused refresh did not replace the stored response');
+    assert.equal(store.commits.length, 1);
+  },
+);
 
 test('cacheVaryFilter: normalising a Vary header merges variants', LIMIT, async (t) => {
   const origin = await startOrigin(t, (req, res) => {
-    send(res, 200, { 'cache-control': 'max-age=600', vary: 'Accept-Language' }, `lang ${String(req.headers['accept-language'])}`);
+    send(
+      res,
+      200,
+      { 'cache-control': 'max-age=600', vary: 'Accept-Language' },
+      `lang ${String(req.headers['accept-language'])}`,
+    );
   });
   const plain = await startCdn(t, origin);
   const custom = await startCdn(t, origin, {
@@ -170,63 +195,89 @@ test('cacheVaryFilter: normalising a Vary header merges variants', LIMIT, async 
   for (const c of [plain, custom]) {
     await get(c.cairn.url, '/l', { 'accept-language': 'en-US' });
   }
-  assert.equal(statusOf(await get(plain.cairn.url, '/l', { 'accept-language': 'en-GB' })), 'Cairn; fwd=vary-miss; stored');
+  assert.equal(
+    statusOf(await get(plain.cairn.url, '/l', { 'accept-language': 'en-GB' })),
+    'Cairn; fwd=vary-miss; stored',
+  );
   const merged = await get(custom.cairn.url, '/l', { 'accept-language': 'en-GB' });
   assert.match(statusOf(merged), /^Cairn; hit/);
   assert.equal(merged.body.toString(), 'lang en-US');
 });
 
-test('shouldServeStale: refusing stale makes stale-while-revalidate and stale-if-error go to the origin', LIMIT, async (t) => {
-  let failing = false;
-  const origin = await startOrigin(t, (_req, res) => {
-    if (failing) send(res, 503, {}, 'down');
-    else send(res, 200, { 'cache-control': 'max-age=10, stale-while-revalidate=600, stale-if-error=600', age: '20', etag: '"s"' }, `fresh #${origin.requests}`);
-  });
-  const decisions: string[] = [];
-  const { cairn, store } = await startCdn(t, origin, {
-    make: (o) =>
-      new (class extends CdnProxy {
-        override shouldServeStale(session: Session, _ctx: unknown, error: unknown, allowed: boolean): boolean {
-          decisions.push(`${error === undefined ? 'swr' : 'error'}:${String(allowed)}`);
-          return session.headers['x-stale-ok'] === '1' && allowed;
-        }
-      })(o),
-  });
-  const stored = store.committed();
-  await get(cairn.url, '/s');
-  await stored;
-  const ok = await get(cairn.url, '/s', { 'x-stale-ok': '1' });
-  assert.match(statusOf(ok), /detail=stale/);
-  const refused = await get(cairn.url, '/s');
-  assert.doesNotMatch(statusOf(refused), /hit/, 'not served stale: fetched');
-  failing = true;
-  const staleIfError = await get(cairn.url, '/s', { 'x-stale-ok': '1', 'cache-control': 'max-stale=0' });
-  const noStale = await get(cairn.url, '/s', { 'cache-control': 'max-stale=0' });
-  assert.deepEqual([staleIfError.status, noStale.status], [200, 503]);
-  assert.ok(decisions.includes('swr:true') && decisions.includes('error:true'), decisions.join());
-});
-
-test('cacheNotModifiedFilter: returning false sends the full stored response to a conditional request', LIMIT, async (t) => {
-  const origin = await countingOrigin(t);
-  const normal = await startCdn(t, origin);
-  const always200 = await startCdn(t, origin, {
-    make: (o) =>
-      new (class extends CdnProxy {
-        override cacheNotModifiedFilter(): boolean {
-          return false;
-        }
-      })(o),
-  });
-  for (const c of [normal, always200]) {
-    const stored = c.store.committed();
-    await get(c.cairn.url, '/n');
+test(
+  'shouldServeStale: refusing stale makes stale-while-revalidate and stale-if-error go to the origin',
+  LIMIT,
+  async (t) => {
+    let failing = false;
+    const origin = await startOrigin(t, (_req, res) => {
+      if (failing) send(res, 503, {}, 'down');
+      else
+        send(
+          res,
+          200,
+          {
+            'cache-control': 'max-age=10, stale-while-revalidate=600, stale-if-error=600',
+            age: '20',
+            etag: '"s"',
+          },
+          `fresh #${origin.requests}`,
+        );
+    });
+    const decisions: string[] = [];
+    const { cairn, store } = await startCdn(t, origin, {
+      make: (o) =>
+        new (class extends CdnProxy {
+          override shouldServeStale(
+            session: Session,
+            _ctx: unknown,
+            error: unknown,
+            allowed: boolean,
+          ): boolean {
+            decisions.push(`${error === undefined ? 'swr' : 'error'}:${String(allowed)}`);
+            return session.headers['x-stale-ok'] === '1' && allowed;
+          }
+        })(o),
+    });
+    const stored = store.committed();
+    await get(cairn.url, '/s');
     await stored;
-  }
-  assert.equal((await get(normal.cairn.url, '/n', { 'if-none-match': '"e"' })).status, 304);
-  const full = await get(always200.cairn.url, '/n', { 'if-none-match': '"e"' });
-  assert.equal(full.status, 200);
-  assert.match(full.body.toString(), /^response #\d for \/n/);
-});
+    const ok = await get(cairn.url, '/s', { 'x-stale-ok': '1' });
+    assert.match(statusOf(ok), /detail=stale/);
+    const refused = await get(cairn.url, '/s');
+    assert.doesNotMatch(statusOf(refused), /hit/, 'not served stale: fetched');
+    failing = true;
+    const staleIfError = await get(cairn.url, '/s', { 'x-stale-ok': '1', 'cache-control': 'max-stale=0' });
+    const noStale = await get(cairn.url, '/s', { 'cache-control': 'max-stale=0' });
+    assert.deepEqual([staleIfError.status, noStale.status], [200, 503]);
+    assert.ok(decisions.includes('swr:true') && decisions.includes('error:true'), decisions.join());
+  },
+);
+
+test(
+  'cacheNotModifiedFilter: returning false sends the full stored response to a conditional request',
+  LIMIT,
+  async (t) => {
+    const origin = await countingOrigin(t);
+    const normal = await startCdn(t, origin);
+    const always200 = await startCdn(t, origin, {
+      make: (o) =>
+        new (class extends CdnProxy {
+          override cacheNotModifiedFilter(): boolean {
+            return false;
+          }
+        })(o),
+    });
+    for (const c of [normal, always200]) {
+      const stored = c.store.committed();
+      await get(c.cairn.url, '/n');
+      await stored;
+    }
+    assert.equal((await get(normal.cairn.url, '/n', { 'if-none-match': '"e"' })).status, 304);
+    const full = await get(always200.cairn.url, '/n', { 'if-none-match': '"e"' });
+    assert.equal(full.status, 200);
+    assert.match(full.body.toString(), /^response #\d for \/n/);
+  },
+);
 
 test('isPurge and purgeResponseFilter: another purge request and a custom purge answer', LIMIT, async (t) => {
   const origin = await countingOrigin(t);
@@ -234,7 +285,10 @@ test('isPurge and purgeResponseFilter: another purge request and a custom purge 
     make: (o) =>
       new (class extends CdnProxy {
         override isPurge(session: Session): boolean {
-          return session.method === 'PURGE' || (session.method === 'DELETE' && session.headers['x-purge'] === 'yes');
+          return (
+            session.method === 'PURGE' ||
+            (session.method === 'DELETE' && session.headers['x-purge'] === 'yes')
+          );
         }
         override purgeResponseFilter(_s: Session, response: ResponseHead): void {
           response.status = response.status === 200 ? 202 : response.status;

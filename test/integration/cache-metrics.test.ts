@@ -64,7 +64,11 @@ test('lookups, bytes, objects, evictions, lock waits and lock timeouts all move'
       res.writeHead(204);
       res.end();
     } else if (url === '/swr') {
-      res.writeHead(200, { 'cache-control': 'max-age=10, stale-while-revalidate=600', age: '20', 'content-length': 3 });
+      res.writeHead(200, {
+        'cache-control': 'max-age=10, stale-while-revalidate=600',
+        age: '20',
+        'content-length': 3,
+      });
       res.end('swr');
     } else if (url === '/rv') {
       if (req.headers['if-none-match'] === '"rv"') {
@@ -118,7 +122,8 @@ test('lookups, bytes, objects, evictions, lock waits and lock timeouts all move'
     before = now;
     return (name, labels = {}) => now.value(name, labels) - prev.value(name, labels);
   };
-  const lookups = async (result: string): Promise<number> => (await since())('cairn_cache_lookups_total', { result });
+  const lookups = async (result: string): Promise<number> =>
+    (await since())('cairn_cache_lookups_total', { result });
   const moved = async (name: string): Promise<number> => (await since())(name);
 
   assert.equal(statusOf(await get('/a')), 'Cairn; fwd=uri-miss; stored');
@@ -141,7 +146,10 @@ test('lookups, bytes, objects, evictions, lock waits and lock timeouts all move'
   assert.equal(statusOf(await get('/rv')), 'Cairn; fwd=stale; fwd-status=304');
   assert.equal(await lookups('revalidated'), 1);
 
-  assert.equal(statusOf(await httpRequest(`${cairn.url}/form`, { method: 'POST', body: 'x' })), 'Cairn; fwd=method');
+  assert.equal(
+    statusOf(await httpRequest(`${cairn.url}/form`, { method: 'POST', body: 'x' })),
+    'Cairn; fwd=method',
+  );
   assert.equal(await lookups('bypass'), 1);
 
   // Lock wait: the second request joins once the first has its head (so no wait timer runs).
@@ -166,5 +174,8 @@ test('lookups, bytes, objects, evictions, lock waits and lock timeouts all move'
   const after = await cairn.metrics();
   assert.ok(after.value('cairn_cache_evictions', { tier: 'memory' }) > 0, 'the memory tier evicted');
   assert.equal(after.value('cairn_cache_evictions', { tier: 'disk' }), 0);
-  assert.ok(after.value('cairn_cache_objects', { tier: 'disk' }) > after.value('cairn_cache_objects', { tier: 'memory' }));
+  assert.ok(
+    after.value('cairn_cache_objects', { tier: 'disk' }) >
+      after.value('cairn_cache_objects', { tier: 'memory' }),
+  );
 });

@@ -14,9 +14,21 @@ import { statusOf, tempDir } from '../helpers/cache.ts';
 
 const LIMIT = { timeout: 60_000 };
 
-async function startCairnCli(t: Cleanup, origin: string, extra: readonly string[]): Promise<{ cli: CliProcess; url: string }> {
+async function startCairnCli(
+  t: Cleanup,
+  origin: string,
+  extra: readonly string[],
+): Promise<{ cli: CliProcess; url: string }> {
   const port = await freePort();
-  const cli = startCli(t, ['--listen', `127.0.0.1:${port}`, '--origin', origin, '--log-level', 'info', ...extra]);
+  const cli = startCli(t, [
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--origin',
+    origin,
+    '--log-level',
+    'info',
+    ...extra,
+  ]);
   await cli.waitForLog('listening');
   return { cli, url: `http://127.0.0.1:${port}` };
 }
@@ -60,62 +72,76 @@ test('a restarted Cairn serves Cache-Status: Cairn; hit for what it stored befor
   await stop(second.cli);
 });
 
-test('with --workers 2 each worker hits what the other stored (LMDB is shared; memory tiers are not)', LIMIT, async (t) => {
-  const origin = await startOrigin(t, (req, res) => {
-    const body = `shared ${req.url}`;
-    res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  });
-  const dir = await tempDir(t);
-  const { cli, url } = await startCairnCli(t, origin.url, ['--cache-dir', dir, '--workers', '2']);
-  // Both workers listening (the primary logs too: count distinct worker pids).
-  await until(() => new Set(cli.logs.filter((l) => l.msg === 'listening').map((l) => l.pid)).size >= 2);
+test(
+  'with --workers 2 each worker hits what the other stored (LMDB is shared; memory tiers are not)',
+  LIMIT,
+  async (t) => {
+    const origin = await startOrigin(t, (req, res) => {
+      const body = `shared ${req.url}`;
+      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    const dir = await tempDir(t);
+    const { cli, url } = await startCairnCli(t, origin.url, ['--cache-dir', dir, '--workers', '2']);
+    // Both workers listening (the primary logs too: count distinct worker pids).
+    await until(() => new Set(cli.logs.filter((l) => l.msg === 'listening').map((l) => l.pid)).size >= 2);
 
-  const first = await httpRequest(`${url}/shared`);
-  assert.equal(statusOf(first), 'Cairn; fwd=uri-miss; stored');
-  const storedBy = (await cli.waitForLog('request', (l) => l.path === '/shared')).pid;
-  // Wait until the object is on disk, as another process sees it.
-  const observer = await LmdbStore.open({ path: dir, maxBytes: 1024 ** 3 });
-  t.after(() => observer.close());
-  await until(() => observer.stats().objects === 1);
+    const first = await httpRequest(`${url}/shared`);
+    assert.equal(statusOf(first), 'Cairn; fwd=uri-miss; stored');
+    const storedBy = (await cli.waitForLog('request', (l) => l.path === '/shared')).pid;
+    // Wait until the object is on disk, as another process sees it.
+    const observer = await LmdbStore.open({ path: dir, maxBytes: 1024 ** 3 });
+    t.after(() => observer.close());
+    await until(() => observer.stats().objects === 1);
 
-  // New connections are dealt round robin across the workers: a few requests reach both.
-  for (let i = 0; i < 6; i++) {
-    const res = await httpRequest(`${url}/shared`);
-    assert.equal(res.body.toString(), 'shared /shared');
-    assert.match(statusOf(res), /^Cairn; hit/);
-  }
-  await until(() => cli.logs.filter((l) => l.msg === 'request' && l.path === '/shared').length === 7);
-  const hits = cli.logs.filter((l) => l.msg === 'request' && l.path === '/shared' && /hit/.test(cacheOf(l)));
-  const pids = new Set(hits.map((l) => l.pid));
-  assert.equal(pids.size, 2, `hits from both workers: ${JSON.stringify(hits.map((l) => [l.pid, l.cache]))}`);
-  assert.ok(
-    hits.some((l) => l.pid !== storedBy),
-    'the worker that never fetched the object hit it (from the shared disk tier)',
-  );
-  assert.equal(origin.requests, 1);
-  await stop(cli);
-});
+    // New connections are dealt round robin across the workers: a few requests reach both.
+    for (let i = 0; i < 6; i++) {
+      const res = await httpRequest(`${url}/shared`);
+      assert.equal(res.body.toString(), 'shared /shared');
+      assert.match(statusOf(res), /^Cairn; hit/);
+    }
+    await until(() => cli.logs.filter((l) => l.msg === 'request' && l.path === '/shared').length === 7);
+    const hits = cli.logs.filter(
+      (l) => l.msg === 'request' && l.path === '/shared' && /hit/.test(cacheOf(l)),
+    );
+    const pids = new Set(hits.map((l) => l.pid));
+    assert.equal(
+      pids.size,
+      2,
+      `hits from both workers: ${JSON.stringify(hits.map((l) => [l.pid, l.cache]))}`,
+    );
+    assert.ok(
+      hits.some((l) => l.pid !== storedBy),
+      'the worker that never fetched the object hit it (from the shared disk tier)',
+    );
+    assert.equal(origin.requests, 1);
+    await stop(cli);
+  },
+);
 
-test('a cache directory that cannot be opened: CAIRN_ERR_CACHE_STORE_OPEN in the log, hits from memory', LIMIT, async (t) => {
-  const origin = await startOrigin(t, (_req, res) => {
-    res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': 6 });
-    res.end('memory');
-  });
-  const dir = await tempDir(t);
-  const file = join(dir, 'a-regular-file');
-  await writeFile(file, 'not a directory');
-  const { cli, url } = await startCairnCli(t, origin.url, ['--cache-dir', join(file, 'cache')]);
-  const line = cli.logs.find((l) => JSON.stringify(l).includes('CAIRN_ERR_CACHE_STORE_OPEN'));
-  assert.ok(line !== undefined, `no coded error in the log:\n${cli.stdout()}\n${cli.stderr()}`);
-  assert.ok(line.level >= 40, 'logged as a warning or worse');
-  const err = line.err as { code?: string } | undefined;
-  assert.equal(err?.code ?? line.code, 'CAIRN_ERR_CACHE_STORE_OPEN');
-  const miss = await httpRequest(`${url}/m`);
-  assert.equal(statusOf(miss), 'Cairn; fwd=uri-miss; stored');
-  const hit = await httpRequest(`${url}/m`);
-  assert.match(statusOf(hit), /^Cairn; hit/);
-  assert.equal(hit.body.toString(), 'memory');
-  assert.equal(origin.requests, 1);
-  await stop(cli);
-});
+test(
+  'a cache directory that cannot be opened: CAIRN_ERR_CACHE_STORE_OPEN in the log, hits from memory',
+  LIMIT,
+  async (t) => {
+    const origin = await startOrigin(t, (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': 6 });
+      res.end('memory');
+    });
+    const dir = await tempDir(t);
+    const file = join(dir, 'a-regular-file');
+    await writeFile(file, 'not a directory');
+    const { cli, url } = await startCairnCli(t, origin.url, ['--cache-dir', join(file, 'cache')]);
+    const line = cli.logs.find((l) => JSON.stringify(l).includes('CAIRN_ERR_CACHE_STORE_OPEN'));
+    assert.ok(line !== undefined, `no coded error in the log:\n${cli.stdout()}\n${cli.stderr()}`);
+    assert.ok(line.level >= 40, 'logged as a warning or worse');
+    const err = line.err as { code?: string } | undefined;
+    assert.equal(err?.code ?? line.code, 'CAIRN_ERR_CACHE_STORE_OPEN');
+    const miss = await httpRequest(`${url}/m`);
+    assert.equal(statusOf(miss), 'Cairn; fwd=uri-miss; stored');
+    const hit = await httpRequest(`${url}/m`);
+    assert.match(statusOf(hit), /^Cairn; hit/);
+    assert.equal(hit.body.toString(), 'memory');
+    assert.equal(origin.requests, 1);
+    await stop(cli);
+  },
+);

@@ -41,18 +41,24 @@ async function startTiered(t: Cleanup, origin: Origin, options: Partial<HttpCach
   assert.equal(cache.diskError, undefined);
   const proxy = new CdnProxy({ origins: [origin.url], cache });
   const cairn = await startCairn(t, proxy, { adminRoutes: (a) => proxy.adminRoutes(a) });
-  const get = (path: string, headers: Record<string, string> = {}) => httpRequest(cairn.url + path, { headers: { host: HOST, ...headers } });
+  const get = (path: string, headers: Record<string, string> = {}) =>
+    httpRequest(cairn.url + path, { headers: { host: HOST, ...headers } });
   const purge = (path: string, headers: Record<string, string> = {}) =>
     httpRequest(cairn.url + path, { method: 'PURGE', headers: { host: HOST, ...headers } });
   const admin = (body: unknown) =>
-    httpRequest(`${cairn.adminUrl}/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    httpRequest(`${cairn.adminUrl}/purge`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
   /** GET until a hit: the object is then committed to both tiers (disk commits first). */
   const store = async (path: string, headers: Record<string, string> = {}): Promise<void> => {
     // A collapsed hit is served while the commit may still be under way: it does not count.
     while (!/^Cairn; hit; ttl=/.test(statusOf(await get(path, headers))));
   };
   /** Objects per tier. */
-  const objects = (): Record<string, number> => Object.fromEntries(cache.tierStats().map((s) => [s.tier, s.objects]));
+  const objects = (): Record<string, number> =>
+    Object.fromEntries(cache.tierStats().map((s) => [s.tier, s.objects]));
   return { cache, cairn, get, store, purge, admin, objects };
 }
 
@@ -82,7 +88,15 @@ test('PURGE of one URL drops every variant from both tiers', LIMIT, async (t) =>
 test('PURGE by surrogate key (Surrogate-Key and Cache-Tag) and by prefix', LIMIT, async (t) => {
   const origin = await startTaggingOrigin(t);
   const c = await startTiered(t, origin);
-  for (const path of ['/p/1', '/p/1?page=2', '/p/2', '/tagged-by-cache-tag', '/static/a.css', '/static/img/b.png', '/staticky']) {
+  for (const path of [
+    '/p/1',
+    '/p/1?page=2',
+    '/p/2',
+    '/tagged-by-cache-tag',
+    '/static/a.css',
+    '/static/img/b.png',
+    '/staticky',
+  ]) {
     await c.store(path);
   }
   assert.equal(c.objects().disk, 7);
@@ -100,7 +114,11 @@ test('PURGE by surrogate key (Surrogate-Key and Cache-Tag) and by prefix', LIMIT
   assert.deepEqual(JSON.parse(byPrefix.body.toString()), { purged: 2 });
   assert.equal(await isHit(c.get('/static/a.css')), false);
   assert.equal(await isHit(c.get('/static/img/b.png')), false);
-  assert.equal(await isHit(c.get('/staticky')), true, 'a prefix is a path prefix: /static/ does not take /staticky');
+  assert.equal(
+    await isHit(c.get('/staticky')),
+    true,
+    'a prefix is a path prefix: /static/ does not take /staticky',
+  );
 });
 
 test('the admin API purges by URL (all variants), by tag and by prefix, in both tiers', LIMIT, async (t) => {
@@ -145,36 +163,44 @@ test('PURGE from an address not in purgeFrom gets 403 and purges nothing', LIMIT
   assert.equal(origin.requests, 1);
 });
 
-test('regression: a PURGE that arrives while the object is still being fetched is not undone when the fetch completes', LIMIT, async (t) => {
-  // The fetch in flight used to be committed after the purge, so content from before the purge
-  // was served as a hit afterwards.
-  const rest = signal();
-  const halfSent = signal();
-  let version = 0;
-  const origin = await startOrigin(t, (_req, res) => {
-    version++;
-    res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': 6 });
-    if (version > 1) {
-      res.end('new!!!');
-      return;
-    }
-    res.write('old');
-    halfSent.resolve();
-    void rest.promise.then(() => res.end('old'));
-  });
-  const { cairn, store } = await startCdn(t, origin);
-  const filling = httpRequest(`${cairn.url}/article`);
-  await halfSent.promise;
-  const purge = await httpRequest(`${cairn.url}/article`, { method: 'PURGE' });
-  assert.ok(purge.status === 200 || purge.status === 404, String(purge.status));
-  rest.resolve();
-  const first = await filling;
-  assert.equal(first.body.toString(), 'oldold', 'the request that started the fetch still gets its whole body');
-  const committed = store.committed();
-  const after = await httpRequest(`${cairn.url}/article`);
-  assert.equal(statusOf(after), 'Cairn; fwd=uri-miss; stored');
-  assert.equal(after.body.toString(), 'new!!!');
-  await committed;
-  assert.equal(store.commits.length, 1, 'only the response fetched after the purge was stored');
-  assert.equal((await httpRequest(`${cairn.url}/article`)).body.toString(), 'new!!!');
-});
+test(
+  'regression: a PURGE that arrives while the object is still being fetched is not undone when the fetch completes',
+  LIMIT,
+  async (t) => {
+    // The fetch in flight used to be committed after the purge, so content from before the purge
+    // was served as a hit afterwards.
+    const rest = signal();
+    const halfSent = signal();
+    let version = 0;
+    const origin = await startOrigin(t, (_req, res) => {
+      version++;
+      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': 6 });
+      if (version > 1) {
+        res.end('new!!!');
+        return;
+      }
+      res.write('old');
+      halfSent.resolve();
+      void rest.promise.then(() => res.end('old'));
+    });
+    const { cairn, store } = await startCdn(t, origin);
+    const filling = httpRequest(`${cairn.url}/article`);
+    await halfSent.promise;
+    const purge = await httpRequest(`${cairn.url}/article`, { method: 'PURGE' });
+    assert.ok(purge.status === 200 || purge.status === 404, String(purge.status));
+    rest.resolve();
+    const first = await filling;
+    assert.equal(
+      first.body.toString(),
+      'oldold',
+      'the request that started the fetch still gets its whole body',
+    );
+    const committed = store.committed();
+    const after = await httpRequest(`${cairn.url}/article`);
+    assert.equal(statusOf(after), 'Cairn; fwd=uri-miss; stored');
+    assert.equal(after.body.toString(), 'new!!!');
+    await committed;
+    assert.equal(store.commits.length, 1, 'only the response fetched after the purge was stored');
+    assert.equal((await httpRequest(`${cairn.url}/article`)).body.toString(), 'new!!!');
+  },
+);
