@@ -61,7 +61,9 @@ const outcome = z.enum(CACHE_OUTCOMES as [CacheOutcome, ...CacheOutcome[]]);
 const expectation = z
   .object({
     status: z.number().int().min(100).max(599).optional(),
-    cache: z.union([outcome, z.array(outcome).min(1)]).optional(),
+    // One outcome or a list; a lone string becomes a list first, so a typo is reported against the
+    // list of outcomes rather than as a bare 'Invalid input' from a union.
+    cache: z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(outcome).min(1)).optional(),
     stored: z.boolean().optional(),
     headers: z.record(headerExpectation).optional(),
     maxAge: range.optional(),

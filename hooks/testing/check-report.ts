@@ -83,7 +83,9 @@ export function formatReportTable(report: CheckReport): string {
   const widths = header.map((_, col) =>
     Math.max(...all.filter((r) => r[6] !== 'span' || col < 2 || col > 4).map((r) => r[col]!.length)),
   );
-  widths[2] = Math.max(widths[2]!, 40 - widths[3]! - widths[4]! - 4);
+  // Widen the request column so scenario-check messages (up to 72 characters) fit in their span.
+  const longest = Math.min(72, Math.max(0, ...all.filter((r) => r[6] === 'span').map((r) => r[2]!.length)));
+  widths[2] = Math.max(widths[2]!, longest - widths[3]! - widths[4]! - 4);
   const line = (r: readonly string[]): string => {
     if (r[6] === 'span') {
       const span = widths[2]! + widths[3]! + widths[4]! + 4;
