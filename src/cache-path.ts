@@ -524,6 +524,11 @@ export class CacheRequest<Ctx> {
     session.cacheStatus = cacheStatus;
     this.#count(result);
     const out = clientHeaders(headers ?? meta.headers, policy.ageHeader(Date.now()), this.cache.policy);
+    // The stored length is known even when the origin sent the body chunked: say it, so clients
+    // (and the next cache) need not read to the end to know the size.
+    if (out['content-length'] === undefined && meta.status !== 204 && meta.status !== 304) {
+      out['content-length'] = String(meta.bodyLength);
+    }
     return this.#answer(meta.status, out, meta.bodyLength, (range, multi) => {
       if (range === 'multi') {
         return multi === undefined ? undefined : new MultipartSource(object, multi.parts, multi.tail);

@@ -7,7 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { HttpCache, MemoryStore } from '../../src/index.ts';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { HttpCache, MemoryStore, serve } from '../../src/index.ts';
 import type { CacheWriter, NewObjectMeta } from '../../src/index.ts';
 import { CdnProxy } from '../../hooks/index.ts';
 import { ObservedStore, signal, statusOf, type Signal } from '../helpers/cache.ts';
@@ -180,3 +182,26 @@ test(
     assert.equal(seen.length, 3);
   },
 );
+
+test('regression: a hit on a body the origin sent chunked carries Content-Length', async (t) => {
+  const origin = createServer((_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' });
+    res.write('chunk one, ');
+    res.end('chunk two');
+  });
+  await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
+  t.after(() => origin.close());
+  const port = (origin.address() as AddressInfo).port;
+  const cache = new HttpCache({ store: new MemoryStore({ maxBytes: 1 << 20 }) });
+  const proxy = new CdnProxy({ origins: [`http://127.0.0.1:${port}`], cache });
+  const server = await serve(proxy, { listen: '127.0.0.1:0', logLevel: 'silent' });
+  t.after(() => server.close());
+  const url = `http://127.0.0.1:${server.address.port}/chunked`;
+  const miss = await fetch(url);
+  assert.equal(miss.headers.get('content-length'), null, 'the origin sent it chunked');
+  assert.equal(await miss.text(), 'chunk one, chunk two');
+  const hit = await fetch(url);
+  assert.match(hit.headers.get('cache-status') ?? '', /hit/);
+  assert.equal(hit.headers.get('content-length'), String('chunk one, chunk two'.length));
+  assert.equal(await hit.text(), 'chunk one, chunk two');
+});
