@@ -51,6 +51,15 @@ export class CdnProxy<Ctx extends object = ReverseProxyCtx> extends ReverseProxy
 
   #diskErrorLogged = false;
 
+  /**
+   * Stop the upstream services, then close the cache, so LMDB commits still pending at SIGTERM are
+   * written before the process exits (the next start serves them as hits).
+   */
+  override async stop(): Promise<void> {
+    await super.stop();
+    await this.cache.close();
+  }
+
   override requestCacheFilter(_session: Session, _ctx: Ctx): HttpCache {
     return this.cache;
   }
