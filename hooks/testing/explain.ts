@@ -308,7 +308,7 @@ export function explainStorability(input: ExplainInput): StorabilityExplanation 
   let source: string;
   if (cc.invalidFreshness) source = `an invalid freshness directive in ${field} (treated as already stale)`;
   else if (cc.sMaxAge !== undefined)
-    source = `s-maxage=${cc.sMaxAge} in ${field} (s-maxage is for shared caches and wins over max-age)`;
+    source = `s-maxage=${cc.sMaxAge} in ${field}, which shared caches read before max-age`;
   else if (cc.maxAge !== undefined) source = `max-age=${cc.maxAge} in ${field}`;
   else if (eff.targetedBy === undefined && headers['expires'] !== undefined && !p.heuristic) {
     source = `Expires: ${value(headers, 'expires') ?? ''} (minus Date)`;
@@ -353,9 +353,6 @@ export function explainStorability(input: ExplainInput): StorabilityExplanation 
     );
   } else {
     details.push('It has no ETag or Last-Modified: once stale, it is fetched again in full.');
-    advice.push(
-      'Add an ETag (or Last-Modified) so stale copies revalidate with a cheap 304 instead of a full refetch.',
-    );
   }
   if (vary.length === 0) details.push('It does not vary: one copy serves every request for this URL.');
   else {
@@ -382,6 +379,11 @@ export function explainStorability(input: ExplainInput): StorabilityExplanation 
   advice.push(
     'To keep it out of Cairn only, send CDN-Cache-Control: no-store; to keep it out of every shared cache, Cache-Control: private or no-store.',
   );
+  if (validators.length === 0) {
+    advice.push(
+      'Add an ETag (or Last-Modified) so stale copies revalidate with a cheap 304 instead of a full refetch.',
+    );
+  }
   return {
     storable: true,
     reason: undefined,

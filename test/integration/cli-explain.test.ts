@@ -116,7 +116,7 @@ test('CDN-Cache-Control, s-maxage, Age and a costly Vary are explained', async (
   run = await explain([`${origin.url}/by-ua`]);
   assert.match(
     run.stdout,
-    /served from cache for 30 s \(s-maxage=30 in Cache-Control \(s-maxage is for shared caches and wins over max-age\)\)/,
+    /served from cache for 30 s \(s-maxage=30 in Cache-Control, which shared caches read before max-age\)\./,
   );
   assert.match(
     run.stdout,
