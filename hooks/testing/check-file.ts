@@ -105,7 +105,14 @@ const scenario = z
   })
   .strict();
 
-/** The schema of a check file. */
+/**
+ * The schema of a check file (zod); {@link validateCheckFile} reports its errors by key path.
+ *
+ * @example
+ * ```ts
+ * checkFileSchema.safeParse(parsedYaml).success;
+ * ```
+ */
 export const checkFileSchema = z
   .object({
     origin: z.union([httpUrl, z.object({ routes: z.record(route) }).strict()]).optional(),
@@ -197,7 +204,14 @@ export async function loadCheckFile(path: string): Promise<CheckFile> {
   return validateCheckFile(parsed, path);
 }
 
-/** The scripted routes a file declares, as the kit's `ScriptedRoutes`. */
+/**
+ * The scripted routes a file declares, as the kit's `ScriptedRoutes`.
+ *
+ * @example
+ * ```ts
+ * if (typeof file.origin === 'object') await startScriptedOrigin(routesOf(file.origin.routes));
+ * ```
+ */
 export function routesOf(routes: Readonly<Record<string, z.output<typeof route>>>): ScriptedRoutes {
   const out: Record<string, ScriptedReply | ((r: { hit: number }) => ScriptedReply)> = {};
   for (const [pattern, r] of Object.entries(routes)) {

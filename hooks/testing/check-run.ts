@@ -87,7 +87,14 @@ export interface RunCheckOptions {
   readonly runId?: string;
 }
 
-/** Requests a file will send. */
+/**
+ * Requests a file will send (repeats included).
+ *
+ * @example
+ * ```ts
+ * const bar = new ProgressBar(process.stderr, countRequests(file));
+ * ```
+ */
 export function countRequests(file: CheckFile): number {
   let n = 0;
   for (const s of file.scenarios) for (const step of s.steps) n += step.repeat;
@@ -128,7 +135,14 @@ function judgeHeader(name: string, want: HeaderExpectation, got: string | undefi
   return got === undefined ? undefined : `header ${name}: expected it to be absent, got ${shown}`;
 }
 
-/** Judge one response against a step's expectations: failures and what could not be judged. */
+/**
+ * Judge one response against a step's expectations: failures and what could not be judged.
+ *
+ * @example
+ * ```ts
+ * judgeResponse(await test.get('/api/user'), { stored: false }); // { failures: [], notJudged: [] }
+ * ```
+ */
 export function judgeResponse(
   res: CacheTestResponse,
   want: CheckExpectation,

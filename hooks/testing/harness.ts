@@ -101,7 +101,19 @@ export interface SentRequest {
   readonly headers: Readonly<Record<string, string | readonly string[]>>;
 }
 
-/** One response, with its cache outcome and (when the origin was reached) the origin exchange. */
+/**
+ * One response, with its cache outcome and (when the origin was reached) the origin exchange.
+ *
+ * @example
+ * ```ts
+ * const res = await test.get('/static/app.js');
+ * res.outcome;             // 'miss'
+ * res.stored;              // true
+ * res.cache.entry?.fwd;    // 'uri-miss'
+ * res.origin?.status;      // 200
+ * res.explain().lifetime;  // 3600
+ * ```
+ */
 export class CacheTestResponse {
   readonly request: SentRequest;
   readonly status: number;
@@ -192,7 +204,18 @@ interface Agents {
   readonly https: HttpsAgent;
 }
 
-/** A running cache test. Close it when done (`t.after(() => test.close())`). */
+/**
+ * A running cache test. Close it when done.
+ *
+ * @example
+ * ```ts
+ * const test = await startCacheTest({ origin: 'http://127.0.0.1:3000' });
+ * t.after(() => test.close());
+ * await test.get('/');
+ * test.originHits('/');  // 1
+ * test.hitRatio();       // 0
+ * ```
+ */
 export class CacheTest {
   /** Base URL requests go to: the started Cairn, or the target. */
   readonly url: string;

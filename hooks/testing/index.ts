@@ -42,7 +42,7 @@ export { explainStorability, formatExplanation, formatSeconds } from './explain.
 export type { ExplainHeaders, ExplainInput, StorabilityExplanation } from './explain.ts';
 export { explainUrl, formatUrlExplanation } from './explain-url.ts';
 export type { ExplainUrlOptions, UrlExplanation } from './explain-url.ts';
-export { checkFileSchema, loadCheckFile, validateCheckFile } from './check-file.ts';
+export { checkFileSchema, loadCheckFile, routesOf, validateCheckFile } from './check-file.ts';
 export type {
   CheckExpectation,
   CheckFile,

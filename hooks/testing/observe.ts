@@ -17,7 +17,14 @@ import type { CacheStatusEntry } from '../../src/index.ts';
  */
 export type CacheOutcome = 'hit' | 'stale' | 'miss' | 'revalidated' | 'expired' | 'bypass' | 'unknown';
 
-/** Every {@link CacheOutcome}, for validation and tables. */
+/**
+ * Every {@link CacheOutcome}, for validation and tables.
+ *
+ * @example
+ * ```ts
+ * CACHE_OUTCOMES.includes(value as CacheOutcome);
+ * ```
+ */
 export const CACHE_OUTCOMES: readonly CacheOutcome[] = [
   'hit',
   'stale',

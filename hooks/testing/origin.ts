@@ -18,7 +18,15 @@ import type { HeaderMap } from '../../src/index.ts';
 import { compilePattern } from './pattern.ts';
 import type { RequestPattern } from './pattern.ts';
 
-/** The request header the kit adds so an origin exchange can be tied to the client request. */
+/**
+ * The request header the kit adds so an origin exchange can be tied to the client request (the
+ * tap removes it before a real origin sees it).
+ *
+ * @example
+ * ```ts
+ * origin.exchanges.find((e) => e.testId === sentId); // what `res.origin` is made of
+ * ```
+ */
 export const TEST_ID_HEADER = 'x-cairn-test-id';
 
 /** A request as an origin saw it. */
@@ -279,6 +287,8 @@ export async function startOriginTap(target: string): Promise<OriginRecorder> {
     const headers: HeaderMap = { ...req.headers };
     stripHopByHop(headers);
     headers.host = base.host;
+    // The kit's request id is for the tap's records; the real origin never sees it.
+    delete headers[TEST_ID_HEADER];
     const path = req.url ?? '/';
     const send = secure ? httpsRequest : httpRequest;
     const upstream = send(

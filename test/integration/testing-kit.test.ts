@@ -210,7 +210,9 @@ test('scripted routes: a function of the request, a replaced route ("a deploy"),
 });
 
 test('a real origin URL: the tap counts what reaches the origin and explains from its own headers', async (t) => {
+  const seenIds: (string | string[] | undefined)[] = [];
   const origin = await startOrigin(t, (req, res) => {
+    seenIds.push(req.headers['x-cairn-test-id']);
     if (req.url?.startsWith('/cdn')) {
       // Cacheable by Cairn only: browsers see private.
       res.writeHead(200, {
@@ -237,6 +239,7 @@ test('a real origin URL: the tap counts what reaches the origin and explains fro
   assert.equal(dyn.text(), 'body of /dynamic');
   expectOriginHits(kit, undefined, 2);
   assert.equal(origin.requests, 2, 'the real origin agrees with the tap');
+  assert.deepEqual(seenIds, [undefined, undefined], "the kit's request id stays between the kit and the tap");
 });
 
 test('a real origin URL that refuses connections: a 502, not a hang', async (t) => {
