@@ -225,6 +225,8 @@ export class CacheTest {
   readonly cache: HttpCache | undefined;
   /** The started Cairn (undefined against a target). */
   readonly server: CairnServer | undefined;
+  /** The LMDB directory of `cache: { disk: 'temp' }` (removed by `close()`), else `undefined`. */
+  readonly cacheDir: string | undefined;
   /** Every response so far, oldest first. */
   readonly responses: CacheTestResponse[];
   readonly #agents: Agents;
@@ -242,6 +244,7 @@ export class CacheTest {
     origin: OriginRecorder | undefined;
     cache: HttpCache | undefined;
     server: CairnServer | undefined;
+    cacheDir: string | undefined;
     headers: Readonly<Record<string, string>>;
     policy: ResolvedPolicyOptions;
     cacheName: string | undefined;
@@ -251,6 +254,7 @@ export class CacheTest {
     this.origin = parts.origin;
     this.cache = parts.cache;
     this.server = parts.server;
+    this.cacheDir = parts.cacheDir;
     this.responses = [];
     this.#agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
     this.#headers = parts.headers;
@@ -431,6 +435,7 @@ export async function startCacheTest<Ctx = unknown>(options: CacheTestOptions<Ct
       origin: undefined,
       cache: undefined,
       server: undefined,
+      cacheDir: undefined,
       headers,
       policy: resolvePolicyOptions(options.cache?.policy),
       cacheName: options.cacheName,
@@ -453,6 +458,7 @@ export async function startCacheTest<Ctx = unknown>(options: CacheTestOptions<Ct
       cleanup.push(() => origin.close());
     }
     let cache: HttpCache | undefined;
+    let cacheDir: string | undefined;
     const serveOptions: ServeOptions = {
       logLevel: 'silent',
       ...options.serve,
@@ -467,7 +473,7 @@ export async function startCacheTest<Ctx = unknown>(options: CacheTestOptions<Ct
       proxy = options.proxy;
       server = await serve(options.proxy, serveOptions);
     } else {
-      cache = await openCache(options.cache ?? {}, cleanup);
+      ({ cache, dir: cacheDir } = await openCache(options.cache ?? {}, cleanup));
       const c = cache;
       cleanup.push(() => c.close());
       if (options.proxy === undefined) {
@@ -487,6 +493,7 @@ export async function startCacheTest<Ctx = unknown>(options: CacheTestOptions<Ct
       origin,
       cache,
       server,
+      cacheDir,
       headers,
       policy,
       cacheName: options.cacheName,
@@ -501,18 +508,21 @@ export async function startCacheTest<Ctx = unknown>(options: CacheTestOptions<Ct
 async function openCache(
   options: CacheTestCacheOptions,
   cleanup: (() => Promise<void>)[],
-): Promise<HttpCache> {
+): Promise<{ cache: HttpCache; dir: string | undefined }> {
   let disk: LmdbStoreOptions | undefined;
+  let dir: string | undefined;
   if (options.disk === 'temp') {
-    const dir = await mkdtemp(join(tmpdir(), 'cairn-test-cache-'));
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    disk = { path: dir, maxBytes: 256 * 1024 ** 2 };
+    const made = await mkdtemp(join(tmpdir(), 'cairn-test-cache-'));
+    dir = made;
+    cleanup.push(() => rm(made, { recursive: true, force: true }));
+    disk = { path: made, maxBytes: 256 * 1024 ** 2 };
   } else if (options.disk !== undefined && options.disk !== false) disk = options.disk;
-  return HttpCache.open({
+  const cache = await HttpCache.open({
     memory: options.memory ?? { maxBytes: 64 * 1024 ** 2, maxObjectBytes: 8 * 1024 ** 2 },
     ...(disk === undefined ? {} : { disk }),
     ...(options.lock === undefined ? {} : { lock: options.lock }),
     ...(options.policy === undefined ? {} : { policy: options.policy }),
     ...(options.name === undefined ? {} : { name: options.name }),
   });
+  return { cache, dir };
 }
