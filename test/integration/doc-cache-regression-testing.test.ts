@@ -80,7 +80,8 @@ function runNodeTest(
 ): Promise<{ code: number | null; output: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.NODE_TEST_CONTEXT;
-  const child = spawn(process.execPath, ['--import', TSX, '--test', file], {
+  // TAP on every Node (24 defaults to the spec reporter when not on a terminal), so the counts parse alike.
+  const child = spawn(process.execPath, ['--import', TSX, '--test', '--test-reporter=tap', file], {
     cwd,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
