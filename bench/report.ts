@@ -13,8 +13,9 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { GenericResults, PassthroughResults, ResultFileBase } from './lib/results.ts';
+import type { CacheHitResults, GenericResults, PassthroughResults, ResultFileBase } from './lib/results.ts';
 import { machineLines, table } from './report/format.ts';
+import { renderCacheHit } from './report/cache-hit.ts';
 import { renderPassthrough } from './report/passthrough.ts';
 
 interface Section {
@@ -26,6 +27,7 @@ interface Section {
 /** Renderers by `kind`. Other scripts register theirs here. */
 export const SECTIONS: Readonly<Record<string, Section>> = {
   passthrough: { order: 10, render: (d) => renderPassthrough(d as PassthroughResults) },
+  'cache-hit': { order: 20, render: (d) => renderCacheHit(d as CacheHitResults) },
 };
 
 const GENERIC_ORDER = 1000;

@@ -57,6 +57,7 @@ const HELP = `Usage: npm run bench -- [options]
   --no-pin            do not use taskset
   --results-dir DIR   where passthrough.json goes (default: bench/results)
   --report FILE       the RESULTS.md to regenerate (default: bench/RESULTS.md; "none" to skip)
+  --scenario NAME     passthrough (default, this job) or cache-hit (bench/cache-hit.ts: its own --help)
   --help
 `;
 
@@ -111,6 +112,7 @@ function parseOptions(argv: string[]): Options | null {
       'no-pin': { type: 'boolean', default: false },
       'results-dir': { type: 'string' },
       report: { type: 'string' },
+      scenario: { type: 'string', default: 'passthrough' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -414,16 +416,36 @@ async function main(): Promise<void> {
   console.log(`\n${renderPassthrough(results)}`);
 }
 
-try {
-  await main();
-} catch (err) {
-  if (err instanceof UsageError) {
-    console.error(`${err.message} (see --help)`);
-    process.exitCode = 2;
-  } else {
-    console.error(`bench failed: ${(err as Error).stack ?? String(err)}`);
-    process.exitCode = 1;
+/** `--scenario cache-hit` hands the rest of the command line to bench/cache-hit.ts. */
+async function dispatch(argv: readonly string[]): Promise<void> {
+  const at = argv.findIndex((a) => a === '--scenario' || a.startsWith('--scenario='));
+  const inline = at >= 0 && argv[at]!.includes('=');
+  const scenario =
+    at < 0 ? 'passthrough' : inline ? argv[at]!.slice('--scenario='.length) : (argv[at + 1] ?? '');
+  if (scenario === 'cache-hit') {
+    const rest = argv.filter((_, i) => i !== at && (inline || i !== at + 1));
+    const { runCli } = await import('./cache-hit.ts');
+    await runCli(rest);
+    return;
   }
-} finally {
-  await stopAll();
+  if (scenario !== 'passthrough') {
+    console.error(`unknown --scenario "${scenario}": passthrough (default) or cache-hit`);
+    process.exitCode = 2;
+    return;
+  }
+  try {
+    await main();
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`${err.message} (see --help)`);
+      process.exitCode = 2;
+    } else {
+      console.error(`bench failed: ${(err as Error).stack ?? String(err)}`);
+      process.exitCode = 1;
+    }
+  } finally {
+    await stopAll();
+  }
 }
+
+await dispatch(process.argv.slice(2));

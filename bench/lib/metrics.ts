@@ -5,7 +5,7 @@
  * request(s)" counter counts as requests (or, failing that, created + "connections reused"). Labelled series are summed. Reuse = 1 - created/requests.
  */
 import http from 'node:http';
-import type { ReuseCounters } from './results.ts';
+import type { CacheCounters, ReuseCounters } from './results.ts';
 
 const CREATED = /^cairn_(upstream|origin)_connections?_(created|opened|new)(_total)?$/;
 const REQUESTS = /^cairn_(upstream|origin)_requests?(_total)?$/;
@@ -66,4 +66,42 @@ export function reuseRatio(
 ): number | null {
   if (c.upstreamRequests <= 0) return null;
   return 1 - c.upstreamConnectionsCreated / c.upstreamRequests;
+}
+
+/** Cache lookup counters and per-tier object counts from Cairn's Prometheus text; null if absent. */
+export function parseCacheCounters(text: string): CacheCounters | null {
+  let hits = 0;
+  let notHits = 0;
+  let seen = false;
+  const objects: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^(cairn_cache_lookups_total|cairn_cache_objects)\{(?:result|tier)="([^"]*)"\}\s+(\S+)/.exec(
+      line,
+    );
+    if (m === null) continue;
+    const value = Number(m[3]);
+    if (!Number.isFinite(value)) continue;
+    seen = true;
+    if (m[1] === 'cairn_cache_objects') objects[m[2]!] = (objects[m[2]!] ?? 0) + value;
+    else if (m[2] === 'hit') hits += value;
+    else notHits += value;
+  }
+  return seen ? { hits, notHits, objects } : null;
+}
+
+/** GET `url` (an admin `/metrics`) and read the cache counters; null when unavailable. */
+export function scrapeCache(url: string): Promise<CacheCounters | null> {
+  return new Promise((resolve) => {
+    const req = http.get(url, { agent: false, timeout: 2000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        body += c;
+      });
+      res.on('end', () => resolve(res.statusCode === 200 ? parseCacheCounters(body) : null));
+      res.on('error', () => resolve(null));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(null));
+  });
 }

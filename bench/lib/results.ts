@@ -118,3 +118,44 @@ export interface GenericResults extends ResultFileBase {
   }[];
   readonly notes?: readonly string[];
 }
+
+/** Cairn's cache counters from its admin `/metrics` (cumulative), for the cache-hit bench. */
+export interface CacheCounters {
+  /** `cairn_cache_lookups_total{result="hit"}`. */
+  readonly hits: number;
+  /** Every other lookup result (miss, stale, revalidated, bypass, collapsed), summed. */
+  readonly notHits: number;
+  /** `cairn_cache_objects` per tier label (`memory`, `disk`). */
+  readonly objects: Readonly<Record<string, number>>;
+}
+
+/** One sample of the cache-hit bench: a load run against one target at one body size. */
+export interface CacheHitSample extends LoadSample {
+  readonly round: number;
+  readonly target: string;
+  readonly size: string;
+  readonly order: number;
+  readonly coreBusy: CoreBusy | null;
+  readonly targetCpuSec: number | null;
+  /**
+   * Requests the origin served during the warm-up and the measured run: 0 means every answer was
+   * a hit. (`node-ceiling` is an origin itself; this counts the real origin, which it never asks.)
+   */
+  readonly originRequests: number;
+  /** Cairn targets: cache counters over the measured run (hits, other lookups) and tier objects after it. */
+  readonly cache: CacheCounters | null;
+}
+
+/** A cache-hit target: started or not, and how its hits were checked before measuring. */
+export interface CacheHitTargetStatus extends TargetStatus {
+  /** What the pre-measurement check saw (e.g. `X-Cache-Status: HIT`, `2 objects on disk, 0 in memory`). */
+  readonly verified: string | null;
+}
+
+/** The cache-hit job: Cairn's memory and LMDB tiers against the Node ceiling, nginx and Varnish. */
+export interface CacheHitResults extends ResultFileBase {
+  readonly kind: 'cache-hit';
+  readonly method: PassthroughResults['method'];
+  readonly targets: readonly CacheHitTargetStatus[];
+  readonly samples: readonly CacheHitSample[];
+}

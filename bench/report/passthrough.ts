@@ -14,7 +14,7 @@ export const ALL_HOOKS_MAX_COST = 0.1;
 
 const NODE_PEERS = ['http-proxy', 'reply-from'] as const;
 
-interface Row {
+export interface Row {
   readonly target: string;
   readonly rounds: number;
   readonly rps: number;
@@ -29,7 +29,14 @@ interface Row {
   readonly coreBusy: number[] | null;
 }
 
-function summarise(target: string, samples: readonly PassthroughSample[]): Row {
+/** The fields of a sample that `summarise` reads (pass-through and cache-hit samples both have them). */
+export type SummarisedSample = Pick<
+  PassthroughSample,
+  'rps' | 'latencyMs' | 'targetCpuSec' | 'requests' | 'coreBusy' | 'errors'
+>;
+
+/** Median RPS, p99, CPU µs/req and core busy over rounds, range and spread, error total. */
+export function summarise(target: string, samples: readonly SummarisedSample[]): Row {
   const rps = samples.map((s) => s.rps);
   const cpu = samples
     .filter((s) => s.targetCpuSec !== null && s.requests > 0)
@@ -278,14 +285,14 @@ export function renderPassthrough(data: PassthroughResults): string {
   return out.join('\n');
 }
 
-function sizeTitle(size: string): string {
+export function sizeTitle(size: string): string {
   const m = /^(\d+)([km]?)$/.exec(size);
   if (m === null) return size;
   return `${m[1]} ${m[2] === 'k' ? 'KiB' : m[2] === 'm' ? 'MiB' : 'B'}`;
 }
 
 /** The first line of an error, plus the first line below it that names an error (a child's stderr). */
-function oneLine(s: string): string {
+export function oneLine(s: string): string {
   const lines = s.split('\n').map((l) => l.trim());
   const cause = lines.slice(1).find((l) => /error/i.test(l));
   const text = cause === undefined ? lines[0]! : `${lines[0]!}: ${cause}`;

@@ -18,6 +18,8 @@ export interface BenchNginxOptions {
   /** `http://127.0.0.1:PORT` */
   readonly origin: string;
   readonly core: number | null;
+  /** `proxy_cache` in front of the origin (the cache-hit bench) instead of a pass-through. */
+  readonly cache?: boolean;
 }
 
 /** The body of the `http {}` block: a pass-through proxy on `port` to `origin`. */
@@ -48,6 +50,44 @@ export function nginxHttpBlock(port: number, origin: string): string {
 `;
 }
 
+/**
+ * The body of the `http {}` block for the cache-hit bench: the same proxy with `proxy_cache`.
+ * The cache lives under the temp prefix (a relative path is resolved against it), keyed by URI;
+ * what the origin's `Cache-Control: public, max-age=3600` allows is cached (no `proxy_cache_valid`
+ * override). `sendfile on` as in Debian's stock nginx.conf: a hit is a file in the page cache.
+ * `X-Cache-Status` shows HIT/MISS so the bench can check a hit before it measures.
+ */
+export function nginxCacheHttpBlock(port: number, origin: string): string {
+  const upstream = new URL(origin);
+  return `
+  keepalive_timeout 120s;
+  keepalive_requests 1000000;
+  sendfile on;
+  proxy_cache_path cache levels=1:2 keys_zone=bench:10m max_size=256m inactive=60m use_temp_path=off;
+
+  upstream origin {
+    server ${upstream.host};
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+  }
+
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffer_size 16k;
+      proxy_buffers 16 16k;
+      proxy_cache bench;
+      proxy_cache_key $uri;
+      add_header X-Cache-Status $upstream_cache_status;
+    }
+  }
+`;
+}
+
 /** Pins a running process (all its threads) to `core`. */
 function pin(pid: number, core: number): void {
   const r = spawnSync('taskset', ['-a', '-p', '-c', String(core), String(pid)], { encoding: 'utf8' });
@@ -59,7 +99,7 @@ export async function startBenchNginx(
   opts: BenchNginxOptions,
 ): Promise<{ process: ManagedProcess; port: number }> {
   const nginx = await startNginx({
-    http: (port) => nginxHttpBlock(port, opts.origin),
+    http: (port) => (opts.cache === true ? nginxCacheHttpBlock : nginxHttpBlock)(port, opts.origin),
     masterProcess: true,
     workerProcesses: 1,
     workerConnections: 4096,

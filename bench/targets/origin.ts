@@ -5,7 +5,10 @@
  * for any Node proxy on the same core (a proxy does this plus an origin request).
  *
  * Responses are `Cache-Control: no-store`, so a caching proxy under test passes every request
- * through; `/cacheable/<size>` answers the same bytes with `max-age=3600` for cache-hit benches.
+ * through; `/cacheable/<size>` answers the same bytes with `public, max-age=3600` for cache-hit
+ * benches. `GET /__bench/requests` answers how many other requests it has served (not counted
+ * itself): the cache-hit bench reads it before and after each sample to prove every answer was a
+ * hit (the count must not move).
  *
  *   node --import tsx bench/targets/origin.ts --port 8081 [--host 127.0.0.1]
  */
@@ -44,10 +47,24 @@ body('1k');
 body('64k');
 
 const NO_STORE = 'no-store';
+const COUNT_PATH = '/__bench/requests';
+/** Requests served (all but COUNT_PATH): one integer increment per request. */
+let served = 0;
 const CACHEABLE = 'public, max-age=3600';
 
 function onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
   const url = req.url ?? '/';
+  if (url === COUNT_PATH) {
+    const text = String(served);
+    res.writeHead(200, {
+      'content-type': 'text/plain',
+      'content-length': text.length,
+      'cache-control': NO_STORE,
+    });
+    res.end(text);
+    return;
+  }
+  served++;
   const q = url.indexOf('?');
   let path = q < 0 ? url : url.slice(0, q);
   let cacheControl = NO_STORE;
