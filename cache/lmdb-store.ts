@@ -102,6 +102,11 @@ interface Counters {
 
 interface Databases {
   readonly meta: Database<StoredRecord, Buffer>;
+  /**
+   * The same `meta` database for the hit path: its decoder sees the record's bytes in lmdb-js's
+   * read buffer (no copy) and decodes them only when they differ from the last decoded ones.
+   */
+  readonly metaRead: Database<StoredRecord, Buffer>;
   readonly chunks: Database<Buffer, Buffer>;
   readonly pending: Database<PendingRecord, Buffer>;
   readonly order: Database<Buffer, Buffer>;
@@ -125,6 +130,87 @@ const FF = Buffer.from([0xff]);
 const RANGE_TAIL = Buffer.alloc(META_KEY_BYTES + 1, 0xff);
 const NO_METAS: readonly ObjectMeta[] = [];
 const EMPTY_VARIANT_HASH = digest('');
+
+/** Cache keys whose hashes and decoded meta records are kept (see `KeyMemo`); cleared when full. */
+const KEY_MEMO_LIMIT = 2048;
+/** Decoded records kept per cache key (variants, and a version or two being replaced). */
+const DECODED_PER_KEY = 4;
+/** Meta keys kept per cache key, by variant. */
+const META_KEYS_PER_KEY = 32;
+
+/** A meta record's bytes as read, and what they decode to. */
+interface DecodedRecord {
+  readonly raw: Buffer;
+  readonly record: StoredRecord;
+}
+
+/**
+ * What the hit path would otherwise recompute on every lookup of one cache key: its hashed range
+ * prefix and end, its meta keys by variant, and the records last decoded from its meta bytes. A
+ * record is reused only when the bytes just read are identical to the ones it was decoded from, so
+ * a change made by any process (a new id, a 304 merge, a new seq) is seen at once; memoised
+ * records are shared and never mutated (`ObjectMeta` is read-only), which also lets
+ * `StoredPolicy.fromObject` memoise per record.
+ */
+class KeyMemo {
+  readonly prefix: Buffer;
+  readonly end: Buffer;
+  readonly metaKeys = new Map<string, Buffer>();
+  decoded: DecodedRecord[] = [];
+  /** The body id last opened under this key, and its bytes. */
+  #id: string | undefined = undefined;
+  #idBytes: Buffer | undefined = undefined;
+
+  constructor(key: string) {
+    this.prefix = digest(key);
+    this.end = Buffer.concat([this.prefix, RANGE_TAIL]);
+  }
+
+  metaKey(variant: string): Buffer {
+    let metaKey = this.metaKeys.get(variant);
+    if (metaKey === undefined) {
+      metaKey = Buffer.concat(
+        [this.prefix, variant === '' ? EMPTY_VARIANT_HASH : digest(variant)],
+        META_KEY_BYTES,
+      );
+      if (this.metaKeys.size < META_KEYS_PER_KEY) this.metaKeys.set(variant, metaKey);
+    }
+    return metaKey;
+  }
+
+  /** `objectIdBytes(id)`, remembered for the id last asked for. */
+  idBytes(id: string): Buffer | undefined {
+    if (id !== this.#id) {
+      this.#id = id;
+      this.#idBytes = objectIdBytes(id);
+    }
+    return this.#idBytes;
+  }
+
+  /**
+   * The record `bytes` encode (lmdb-js's `json` encoding: UTF-8 JSON). `bytes` may be lmdb-js's
+   * reusable read buffer (its `length` is the value's size): it is compared in place, and copied
+   * only when it is new.
+   */
+  decode(bytes: Buffer): StoredRecord {
+    const size = bytes.length;
+    const decoded = this.decoded;
+    for (let i = 0; i < decoded.length; i++) {
+      const d = decoded[i]!;
+      if (d.raw.length === size && d.raw.compare(bytes, 0, size) === 0) return d.record;
+    }
+    // An explicit view: Buffer#copy trusts `length`, which lmdb-js overrides on its read buffer.
+    const raw = Buffer.allocUnsafeSlow(size);
+    raw.set(new Uint8Array(bytes.buffer, bytes.byteOffset, size));
+    const record = JSON.parse(raw.toString('utf8')) as StoredRecord;
+    if (decoded.length >= DECODED_PER_KEY) decoded.shift();
+    decoded.push({ raw, record });
+    return record;
+  }
+}
+
+/** The memo of the key a `metaRead` read is for, set just before the (synchronous) read. */
+let reading: KeyMemo | undefined;
 
 /** Live store instances of this process, so `open()` can tell our own abandoned bodies from live ones. */
 const liveInstances = new Set<string>();
@@ -167,6 +253,23 @@ function chunkCountOf(meta: ObjectMeta): number {
 }
 
 function noop(): void {}
+
+/**
+ * A copy of the value at `key`: the caller keeps it past this read (a socket write), so lmdb-js's
+ * reusable read buffer cannot be handed out. Cheaper than lmdb-js's `getBinary`, whose copy
+ * zero-fills a new ArrayBuffer first: small values come from Node's buffer pool (like any socket
+ * read), larger ones get an unzeroed buffer of their own. `TieredStore` copies a pooled chunk out
+ * before the memory tier keeps it.
+ */
+function readCopy(db: Database<Buffer, Buffer>, key: Buffer): Buffer | undefined {
+  const bytes = db.getBinaryFast(key);
+  if (bytes === undefined) return undefined;
+  // lmdb-js sets `length` to the value's size on its read buffer; the view below is explicit.
+  const size = bytes.length;
+  const copy = Buffer.allocUnsafe(size);
+  copy.set(new Uint8Array(bytes.buffer, bytes.byteOffset, size));
+  return copy;
+}
 
 /** True when the process that registered a pending body can no longer finish it. */
 function isOrphan(record: PendingRecord, now: number, maxAgeMs: number): boolean {
@@ -261,12 +364,14 @@ export class LmdbStore implements CacheStore {
   #background = new Set<Promise<unknown>>();
   /** Ids of expired objects whose removal is already queued. */
   #dropping = new Set<string>();
+  /** Per cache key: hashes and decoded meta records for the hit path (see `KeyMemo`). */
+  #memo = new Map<string, KeyMemo>();
 
   static {
     internals = {
       dbs: (store) => store.#dbs,
       readChunk: (store, id, index) =>
-        store.#closed ? undefined : store.#dbs.chunks.getBinary(chunkKey(id, index)),
+        store.#closed ? undefined : readCopy(store.#dbs.chunks, chunkKey(id, index)),
       register: (store, id) => store.#register(id),
       commit: (store, meta, id, registered, tail, tailIndex) =>
         store.#commit(meta, id, registered, tail, tailIndex),
@@ -308,6 +413,18 @@ export class LmdbStore implements CacheStore {
       });
       dbs = {
         meta: root.openDB<StoredRecord, Buffer>({ name: 'meta', encoding: 'json', keyEncoding: 'binary' }),
+        metaRead: root.openDB<StoredRecord, Buffer>({
+          name: 'meta',
+          keyEncoding: 'binary',
+          // lmdb-js's types omit the custom encoder option; it is documented and supported.
+          ...({
+            encoder: {
+              encode: (value: StoredRecord) => Buffer.from(JSON.stringify(value)),
+              // Synchronous reads only: `reading` is the memo of the key being read (see variants/open).
+              decode: (bytes: Buffer) => (reading ?? new KeyMemo('')).decode(bytes),
+            },
+          } as object),
+        }),
         chunks: root.openDB<Buffer, Buffer>({ name: 'chunks', encoding: 'binary', keyEncoding: 'binary' }),
         pending: root.openDB<PendingRecord, Buffer>({
           name: 'pending',
@@ -363,13 +480,11 @@ export class LmdbStore implements CacheStore {
 
   variants(key: string): readonly ObjectMeta[] {
     if (this.#closed) return NO_METAS;
-    const prefix = digest(key);
+    const memo = this.#memoOf(key);
     let metas: ObjectMeta[] | undefined;
     const now = this.#now();
-    for (const { value } of this.#dbs.meta.getRange({
-      start: prefix,
-      end: Buffer.concat([prefix, RANGE_TAIL]),
-    })) {
+    reading = memo;
+    for (const { value } of this.#dbs.metaRead.getRange({ start: memo.prefix, end: memo.end })) {
       const meta = value.meta;
       if (meta.key !== key) continue;
       if (meta.expiresAt <= now) {
@@ -383,14 +498,27 @@ export class LmdbStore implements CacheStore {
 
   open(meta: ObjectMeta): SyncCachedObject | undefined {
     if (this.#closed) return undefined;
-    const record = this.#dbs.meta.get(metaKeyOf(meta.key, meta.variant));
+    const memo = this.#memoOf(meta.key);
+    reading = memo;
+    const record = this.#dbs.metaRead.get(memo.metaKey(meta.variant));
     if (record === undefined || record.meta.id !== meta.id || record.meta.key !== meta.key) return undefined;
     if (record.meta.expiresAt <= this.#now()) {
       this.#dropExpired(record.meta);
       return undefined;
     }
-    const id = objectIdBytes(record.meta.id);
+    const id = memo.idBytes(record.meta.id);
     return id === undefined ? undefined : new LmdbObject(this, record.meta, id);
+  }
+
+  #memoOf(key: string): KeyMemo {
+    let memo = this.#memo.get(key);
+    if (memo === undefined) {
+      // Bounded: a full memo starts over (the hot keys come back on their next hit).
+      if (this.#memo.size >= KEY_MEMO_LIMIT) this.#memo.clear();
+      memo = new KeyMemo(key);
+      this.#memo.set(key, memo);
+    }
+    return memo;
   }
 
   createWriter(meta: NewObjectMeta, options?: WriterOptions): CacheWriter {
@@ -500,6 +628,7 @@ export class LmdbStore implements CacheStore {
     for (const writer of [...this.#writers]) writer.abort();
     while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
     this.#closed = true;
+    this.#memo.clear();
     liveInstances.delete(this.#instance);
     await this.#root.close();
   }

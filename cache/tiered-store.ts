@@ -175,7 +175,8 @@ export class TieredStore implements CacheStore {
     for (let i = 0; i < object.chunkCount; i++) {
       const chunk = object.chunk(i);
       if (chunk === undefined) return undefined;
-      chunks.push(chunk);
+      // A small disk read may be a slice of Node's shared buffer pool: keep only its own bytes.
+      chunks.push(chunk.byteLength === chunk.buffer.byteLength ? chunk : Buffer.copyBytesFrom(chunk));
     }
     return this.#memory.admit(object.meta, chunks);
   }
