@@ -55,6 +55,8 @@ export class CacheStatusBuilder {
   readonly #fwd: Readonly<Record<ForwardReason, string>>;
   readonly #fwdStored: Readonly<Record<ForwardReason, string>>;
   readonly #bypassDetails = new Map<string, string>();
+  #lastHitTtl = Number.NaN;
+  #lastHit = '';
 
   constructor(name = 'Cairn') {
     this.name = sfTokenOrString(name);
@@ -79,7 +81,14 @@ export class CacheStatusBuilder {
    * ```
    */
   hit(ttl?: number): string {
-    return ttl === undefined ? this.#hit : `${this.#hit}; ttl=${Math.round(ttl)}`;
+    if (ttl === undefined) return this.#hit;
+    // A stored object's ttl changes once a second: remember the last field built.
+    const rounded = Math.round(ttl);
+    if (rounded !== this.#lastHitTtl) {
+      this.#lastHitTtl = rounded;
+      this.#lastHit = `${this.#hit}; ttl=${rounded}`;
+    }
+    return this.#lastHit;
   }
 
   /**

@@ -342,6 +342,8 @@ export class CacheRequest<Ctx> {
   }
 
   #variantOf(vary: string | string[] | undefined): string | undefined {
+    // No Vary selects the one variant '' whatever the hooks say (varyVariant asks them nothing).
+    if (vary === undefined) return '';
     const { session, ctx, engine } = this.task;
     if (!engine.plan.cacheVaryFilter) return varyVariant(vary, session.headers);
     const proxy = engine.proxy;
@@ -462,9 +464,7 @@ export class CacheRequest<Ctx> {
     session.cacheStatus = this.cache.status.collapsed();
     const headers = clientHeaders(outcome.headers, '0', this.cache.policy);
     const length = Number(headerValue(headers, 'content-length') ?? NaN);
-    return this.#answer(outcome.status, headers, Number.isSafeInteger(length) ? length : undefined, (range) =>
-      range === 'multi' ? undefined : new InflightSource(outcome.body, range),
-    );
+    return this.#answer(outcome.status, headers, Number.isSafeInteger(length) ? length : undefined, undefined, outcome.body);
   }
 
   /**
@@ -529,38 +529,34 @@ export class CacheRequest<Ctx> {
     if (out['content-length'] === undefined && meta.status !== 204 && meta.status !== 304) {
       out['content-length'] = String(meta.bodyLength);
     }
-    return this.#answer(meta.status, out, meta.bodyLength, (range, multi) => {
-      if (range === 'multi') {
-        return multi === undefined ? undefined : new MultipartSource(object, multi.parts, multi.tail);
-      }
-      return new StoredSource(object, range);
-    });
+    return this.#answer(meta.status, out, meta.bodyLength, object, undefined);
   }
 
   /**
    * Answer from the cache: 304/412 for conditionals, 206/416 for ranges, no body for HEAD, else the
-   * whole body. `source` makes the body for a range (`undefined` = all of it).
+   * whole body, read from `stored` (a stored object) or `shared` (another request's fetch, which
+   * cannot make a multipart body). No per-hit closure: `bodyOf` makes the body.
    */
   #answer(
     status: number,
     headers: StoredHeaders,
     length: number | undefined,
-    source: (
-      range: ByteRange | undefined | 'multi',
-      multi?: ReturnType<typeof multipartPlan>,
-    ) => ChunkSource | undefined,
+    stored: CachedObject | undefined,
+    shared: InflightReader | undefined,
   ): boolean {
     const { session, ctx, engine } = this.task;
     const { proxy, plan } = engine;
     const head: ResponseHead = { status, headers };
+    // Pure: evaluated once for both questions (a hook may still decide "not modified" itself).
+    const conditional = evaluateConditional(session.method, session.headers, status, headers);
     const notModified = plan.cacheNotModifiedFilter
       ? proxy.cacheNotModifiedFilter(session, head, ctx)
-      : evaluateConditional(session.method, session.headers, status, headers) === 'not-modified';
+      : conditional === 'not-modified';
     if (notModified) {
       this.task.serveLocal({ status: 304, headers: notModifiedHeaders(headers) }, EMPTY_SOURCE);
       return true;
     }
-    if (evaluateConditional(session.method, session.headers, status, headers) === 'precondition-failed') {
+    if (conditional === 'precondition-failed') {
       this.task.serveLocal({ status: 412, headers: { 'content-length': '0' } }, EMPTY_SOURCE);
       return true;
     }
@@ -575,7 +571,7 @@ export class CacheRequest<Ctx> {
         : ({ kind: 'full' } as const);
       switch (plan.kind) {
         case 'single': {
-          const body = source(plan.range);
+          const body = bodyOf(stored, shared, plan.range);
           if (body === undefined) break;
           headers['content-range'] = contentRange(plan.range, length);
           headers['content-length'] = String(plan.range.end - plan.range.start + 1);
@@ -585,7 +581,7 @@ export class CacheRequest<Ctx> {
         case 'multi': {
           const contentType = headerValue(headers, 'content-type');
           const multi = multipartPlan(plan.ranges, length, contentType, randomBytes(8).toString('hex'));
-          const body = source('multi', multi);
+          const body = stored === undefined ? undefined : new MultipartSource(stored, multi.parts, multi.tail);
           if (body === undefined) break;
           headers['content-type'] = multi.contentType;
           headers['content-length'] = String(multi.contentLength);
@@ -603,7 +599,7 @@ export class CacheRequest<Ctx> {
           break;
       }
     }
-    const body = source(undefined);
+    const body = bodyOf(stored, shared, undefined);
     this.task.serveLocal(head, body ?? EMPTY_SOURCE);
     return true;
   }
@@ -894,6 +890,16 @@ export class CacheRequest<Ctx> {
     session.respond(head.status, head.headers, body);
     return true;
   }
+}
+
+/** The body of a cache answer (or one range of it): from the stored object, else from the shared fetch. */
+function bodyOf(
+  stored: CachedObject | undefined,
+  shared: InflightReader | undefined,
+  range: ByteRange | undefined,
+): ChunkSource | undefined {
+  if (stored !== undefined) return new StoredSource(stored, range);
+  return shared === undefined ? undefined : new InflightSource(shared, range);
 }
 
 function notModifiedHeaders(headers: StoredHeaders): HeaderMap {
