@@ -32,6 +32,7 @@ export class Engine<Ctx> {
     this.accessLog = logger.isLevelEnabled('info');
     this.draining = false;
     this.pools = new UpstreamPools(() => metrics.connectionCreated());
+    metrics.addPeerPools(() => this.pools.stats());
   }
 
   /** Register a cache the first time a request uses it, so its metrics are exported. */

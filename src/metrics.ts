@@ -225,6 +225,41 @@ export class CairnMetrics {
     family('counter', 'cairn_upstream_backend_ejections_total', 'Times passive health ejected the backend.', (b) => b.ejections);
     family('counter', 'cairn_upstream_backend_failures_total', 'Requests on the backend that ended as failures (connect errors, resets, failure statuses).', (b) => b.failures);
   }
+
+  /**
+   * Export origin connections created and reused per peer (`peer` = the origin's `host:port`), read
+   * at scrape time from the pools' own counters, so requests pay nothing. Peers are whatever
+   * `upstreamPeer` returns, so the label set is bounded: the first `maxPeers` peer addresses (by
+   * first use) get their own series, the rest are summed under `peer="other"`.
+   *
+   * @example
+   * ```ts
+   * metrics.addPeerPools(() => engine.pools.stats(), 100);
+   * ```
+   */
+  addPeerPools(source: () => Iterable<{ readonly address: string; readonly connectionsCreated: number; readonly requestsReused: number }>, maxPeers = 100): void {
+    const registers = [this.registry];
+    const labelNames = ['peer'];
+    const family = (name: string, help: string, pick: (p: { connectionsCreated: number; requestsReused: number }) => number): void => {
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          const sums = new Map<string, number>();
+          for (const pool of source()) {
+            const label = sums.has(pool.address) || sums.size < maxPeers ? pool.address : 'other';
+            sums.set(label, (sums.get(label) ?? 0) + pick(pool));
+          }
+          for (const [peer, value] of sums) this.labels(peer).inc(value);
+        },
+      });
+    };
+    family('cairn_upstream_peer_connections_created_total', 'Connections (HTTP/2: sessions) opened to each origin peer.', (p) => p.connectionsCreated);
+    family('cairn_upstream_peer_connections_reused_total', 'Requests sent to each origin peer over a connection that had carried an earlier request.', (p) => p.requestsReused);
+  }
 }
 
 function labelChildren<K extends string>(counter: Counter, values: readonly K[]): Record<K, CounterT.Internal> {

@@ -36,8 +36,14 @@ export interface HttpPeerOptions {
   /** TLS server name to send (default: the URL's host name, unless it is an IP address). */
   readonly sni?: string;
   readonly tls?: PeerTlsOptions;
-  /** Offer HTTP/2 via ALPN to a TLS origin (default false). */
+  /** Offer HTTP/2 via ALPN to a TLS origin, falling back to HTTP/1.1 (default false; undici's client). */
   readonly allowH2?: boolean;
+  /**
+   * Speak only HTTP/2 to this origin: h2c with prior knowledge for `http://`, ALPN `h2` for
+   * `https://` (default false). Requests are multiplexed over few connections, bodies stream both
+   * ways and trailers are kept — what gRPC origins need (Cairn's own client, src/h2-origin.ts).
+   */
+  readonly http2?: boolean;
   readonly hostHeader?: HostHeaderMode;
 }
 
@@ -76,6 +82,8 @@ export class HttpPeer {
   readonly sni: string | undefined;
   readonly tlsOptions: PeerTlsOptions | undefined;
   readonly allowH2: boolean;
+  /** HTTP/2 only (h2c with prior knowledge, or TLS + ALPN h2). */
+  readonly http2: boolean;
   readonly hostHeader: HostHeaderMode;
   /** Pool key: address + TLS + SNI + ALPN preference. Peers with equal keys share connections. */
   readonly key: string;
@@ -98,8 +106,9 @@ export class HttpPeer {
     this.sni = options.sni;
     this.tlsOptions = options.tls;
     this.allowH2 = options.allowH2 ?? false;
+    this.http2 = options.http2 ?? false;
     this.hostHeader = options.hostHeader ?? 'keep';
-    this.key = `${this.origin}|sni=${this.sni ?? ''}|h2=${this.allowH2 ? 1 : 0}|v=${
+    this.key = `${this.origin}|sni=${this.sni ?? ''}|h2=${this.http2 ? 'only' : this.allowH2 ? 1 : 0}|v=${
       this.tlsOptions?.rejectUnauthorized === false ? 0 : 1
     }|ca=${this.tlsOptions?.ca === undefined ? 0 : 1}`;
   }

@@ -8,6 +8,8 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
 import { Pool, buildConnector, errors as undiciErrors } from 'undici';
 import { CairnError } from './errors.ts';
+import { H2OriginPool } from './h2-origin.ts';
+import type { OriginDispatcher } from './h2-origin.ts';
 import type { HttpPeer } from './peer.ts';
 
 /** Something that wants to learn whether its request rides a re-used connection. */
@@ -16,7 +18,8 @@ export interface ReuseProbe {
 }
 
 const kUses = Symbol('cairn.socketUses');
-type TaggedSocket = Socket & { [kUses]?: number };
+const kStats = Symbol('cairn.socketPool');
+type TaggedSocket = Socket & { [kUses]?: number; [kStats]?: PeerPoolStats };
 
 // undici calls the handler's onRequestStart (via onConnect) and then publishes `sendHeaders` for
 // that same request within one synchronous write (client-h1 writeH1, client-h2 writeH2). The
@@ -37,18 +40,31 @@ diagnosticsChannel.subscribe('undici:client:sendHeaders', (message) => {
   const uses = socket[kUses] ?? 0;
   socket[kUses] = uses + 1;
   probe.upstreamReused = uses > 0;
+  const stats = socket[kStats];
+  if (stats !== undefined && uses > 0) stats.requestsReused++;
 });
 
-/** Counters for one peer's pool. */
-export interface PeerPoolStats {
-  readonly address: string;
-  connectionsCreated: number;
+/** For Cairn's own HTTP/2 client: the request that just announced itself is on a `reused` session. */
+function settleAnnounced(reused: boolean): void {
+  const probe = announced;
+  if (probe === null) return;
+  announced = null;
+  probe.upstreamReused = reused;
 }
 
-/** A pool and its counters. */
+/** Counters for one peer's pool (exported per peer address as metrics). */
+export interface PeerPoolStats {
+  readonly address: string;
+  /** Connections (HTTP/2: sessions) opened. */
+  connectionsCreated: number;
+  /** Requests sent on a connection that had carried an earlier request. */
+  requestsReused: number;
+}
+
+/** A pool and its counters. `pool` is an undici `Pool`, or Cairn's HTTP/2 client for `http2` peers. */
 export interface PeerPool {
   readonly peer: HttpPeer;
-  readonly pool: Pool;
+  readonly pool: OriginDispatcher;
   readonly stats: PeerPoolStats;
 }
 
@@ -99,7 +115,12 @@ export class UpstreamPools {
   }
 
   #create(peer: HttpPeer): PeerPool {
-    const stats: PeerPoolStats = { address: peer.address, connectionsCreated: 0 };
+    const stats: PeerPoolStats = { address: peer.address, connectionsCreated: 0, requestsReused: 0 };
+    const onConnection = this.#onConnection;
+    if (peer.http2) {
+      const pool = new H2OriginPool(peer, stats, () => onConnection(peer), settleAnnounced);
+      return { peer, pool, stats };
+    }
     const tls = peer.tlsOptions;
     const base = buildConnector({
       timeout: peer.connectTimeout,
@@ -111,11 +132,11 @@ export class UpstreamPools {
       allowH2: peer.allowH2,
       keepAlive: true,
     });
-    const onConnection = this.#onConnection;
     const connect: buildConnector.connector = (options, callback) => {
       base(options, (error, socket) => {
         if (error === null) {
           (socket as TaggedSocket)[kUses] = 0;
+          (socket as TaggedSocket)[kStats] = stats;
           stats.connectionsCreated++;
           onConnection(peer);
         }
@@ -158,19 +179,27 @@ export function upstreamError(error: unknown, sent: boolean, peer: HttpPeer): Ca
   const code = typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : '';
   const at = peer.address;
   if (code === 'UND_ERR_CONNECT_TIMEOUT') {
-    return new CairnError('CAIRN_ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${at} timed out`, { cause: error });
+    return new CairnError('CAIRN_ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${at} timed out`, {
+      cause: error,
+    });
   }
   if (TLS_CODES.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_')) {
     return new CairnError('CAIRN_ERR_UPSTREAM_TLS', `TLS with ${at} failed (${code})`, { cause: error });
   }
   if (!sent) {
-    return new CairnError('CAIRN_ERR_UPSTREAM_CONNECT', `cannot connect to ${at} (${code || 'error'})`, { cause: error });
+    return new CairnError('CAIRN_ERR_UPSTREAM_CONNECT', `cannot connect to ${at} (${code || 'error'})`, {
+      cause: error,
+    });
   }
   if (code === 'UND_ERR_HEADERS_TIMEOUT') {
-    return new CairnError('CAIRN_ERR_UPSTREAM_HEADERS_TIMEOUT', `${at} sent no response headers in time`, { cause: error });
+    return new CairnError('CAIRN_ERR_UPSTREAM_HEADERS_TIMEOUT', `${at} sent no response headers in time`, {
+      cause: error,
+    });
   }
   if (code === 'UND_ERR_BODY_TIMEOUT') {
-    return new CairnError('CAIRN_ERR_UPSTREAM_BODY_TIMEOUT', `${at} stalled while sending the body`, { cause: error });
+    return new CairnError('CAIRN_ERR_UPSTREAM_BODY_TIMEOUT', `${at} stalled while sending the body`, {
+      cause: error,
+    });
   }
   // undici's HTTPParserError often has no code (it looks llhttp's error number up in a name->number
   // table), so recognise the class too.
@@ -180,7 +209,9 @@ export function upstreamError(error: unknown, sent: boolean, peer: HttpPeer): Ca
     code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' ||
     code === 'UND_ERR_INFO'
   ) {
-    return new CairnError('CAIRN_ERR_UPSTREAM_PROTOCOL', `invalid response from ${at} (${code})`, { cause: error });
+    return new CairnError('CAIRN_ERR_UPSTREAM_PROTOCOL', `invalid response from ${at} (${code})`, {
+      cause: error,
+    });
   }
   return new CairnError('CAIRN_ERR_UPSTREAM_CLOSED', `${at} closed the connection (${code || 'error'})`, {
     cause: error,
