@@ -16,7 +16,7 @@
  * move. Writes bench/results/cache-hit.json and regenerates bench/RESULTS.md.
  * Method, pinning and targets: bench/README.md ("The cache-hit job").
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -121,10 +121,10 @@ function cairnHit(headers: http.IncomingHttpHeaders): string | null {
   return /;\s*hit\b/.test(cs) ? `Cache-Status: ${cs}` : null;
 }
 
-function cairnSpec(name: string, ctx: Ctx, extra: readonly string[]): ChildSpec {
-  return nodeSpec(
+function cairnSpec(name: string, ctx: Ctx, extra: readonly string[], root = ROOT): ChildSpec {
+  const spec = nodeSpec(
     name,
-    path.join(ROOT, 'src/cli.ts'),
+    path.join(root, 'src/cli.ts'),
     [
       '--listen',
       `127.0.0.1:${ctx.port}`,
@@ -139,10 +139,67 @@ function cairnSpec(name: string, ctx: Ctx, extra: readonly string[]): ChildSpec 
     ctx,
     true,
   );
+  return root === ROOT ? spec : { ...spec, cwd: root };
 }
 
 /** Memory-tier limit for `cairn-lmdb`: below the smallest object (1 KiB), so every hit is a disk read. */
 const LMDB_MEMORY_MAX_OBJECT_BYTES = 512;
+
+/** The two Cairn targets, run from the Cairn tree at `root` (`suffix` names a tree other than this one). */
+function cairnTargets(root: string, suffix: string): CacheTarget[] {
+  return [
+    {
+      name: `cairn-memory${suffix}`,
+      description: 'the Cairn CLI, `--memory-only`, access log off: hits from the memory tier',
+      start: (ctx) =>
+        startSpec(
+          cairnSpec(`cairn-memory${suffix}`, ctx, ['--memory-only'], root),
+          ctx.port,
+          `http://127.0.0.1:${ctx.adminPort}/metrics`,
+        ),
+      hitEvidence: cairnHit,
+      checkTiers: (c, objects) => {
+        if (c === null) throw new Error('no cache counters on the admin /metrics');
+        const mem = c.objects.memory ?? 0;
+        if (mem < objects)
+          throw new Error(`expected ${objects} objects in the memory tier, /metrics says ${mem}`);
+        return `${mem} objects in the memory tier`;
+      },
+    },
+    {
+      name: `cairn-lmdb${suffix}`,
+      description: `the Cairn CLI with the LMDB tier in a temp dir and \`cache.memory.maxObjectBytes: ${LMDB_MEMORY_MAX_OBJECT_BYTES}\` (config file), so no object fits in memory: every hit is an LMDB read`,
+      start: (ctx) => {
+        const config = path.join(ctx.tmp, 'cairn-lmdb.json');
+        writeFileSync(
+          config,
+          JSON.stringify({
+            cache: {
+              memory: { maxBytes: 64 * 2 ** 20, maxObjectBytes: LMDB_MEMORY_MAX_OBJECT_BYTES },
+              disk: { path: path.join(ctx.tmp, 'lmdb'), maxBytes: 2 ** 30 },
+            },
+          }),
+        );
+        return startSpec(
+          cairnSpec(`cairn-lmdb${suffix}`, ctx, ['--config', config], root),
+          ctx.port,
+          `http://127.0.0.1:${ctx.adminPort}/metrics`,
+        );
+      },
+      hitEvidence: cairnHit,
+      checkTiers: (c, objects) => {
+        if (c === null) throw new Error('no cache counters on the admin /metrics');
+        const mem = c.objects.memory ?? 0;
+        const disk = c.objects.disk ?? 0;
+        if (mem !== 0 || disk < objects)
+          throw new Error(
+            `expected ${objects} objects on disk and none in memory, /metrics says disk ${disk}, memory ${mem}`,
+          );
+        return `${disk} objects in the disk tier, ${mem} in memory`;
+      },
+    },
+  ];
+}
 
 const TARGETS: readonly CacheTarget[] = [
   {
@@ -163,56 +220,7 @@ const TARGETS: readonly CacheTarget[] = [
       ),
     hitEvidence: () => 'answers from a Buffer (it is an origin)',
   },
-  {
-    name: 'cairn-memory',
-    description: 'the Cairn CLI, `--memory-only`, access log off: hits from the memory tier',
-    start: (ctx) =>
-      startSpec(
-        cairnSpec('cairn-memory', ctx, ['--memory-only']),
-        ctx.port,
-        `http://127.0.0.1:${ctx.adminPort}/metrics`,
-      ),
-    hitEvidence: cairnHit,
-    checkTiers: (c, objects) => {
-      if (c === null) throw new Error('no cache counters on the admin /metrics');
-      const mem = c.objects.memory ?? 0;
-      if (mem < objects)
-        throw new Error(`expected ${objects} objects in the memory tier, /metrics says ${mem}`);
-      return `${mem} objects in the memory tier`;
-    },
-  },
-  {
-    name: 'cairn-lmdb',
-    description: `the Cairn CLI with the LMDB tier in a temp dir and \`cache.memory.maxObjectBytes: ${LMDB_MEMORY_MAX_OBJECT_BYTES}\` (config file), so no object fits in memory: every hit is an LMDB read`,
-    start: (ctx) => {
-      const config = path.join(ctx.tmp, 'cairn-lmdb.json');
-      writeFileSync(
-        config,
-        JSON.stringify({
-          cache: {
-            memory: { maxBytes: 64 * 2 ** 20, maxObjectBytes: LMDB_MEMORY_MAX_OBJECT_BYTES },
-            disk: { path: path.join(ctx.tmp, 'lmdb'), maxBytes: 2 ** 30 },
-          },
-        }),
-      );
-      return startSpec(
-        cairnSpec('cairn-lmdb', ctx, ['--config', config]),
-        ctx.port,
-        `http://127.0.0.1:${ctx.adminPort}/metrics`,
-      );
-    },
-    hitEvidence: cairnHit,
-    checkTiers: (c, objects) => {
-      if (c === null) throw new Error('no cache counters on the admin /metrics');
-      const mem = c.objects.memory ?? 0;
-      const disk = c.objects.disk ?? 0;
-      if (mem !== 0 || disk < objects)
-        throw new Error(
-          `expected ${objects} objects on disk and none in memory, /metrics says disk ${disk}, memory ${mem}`,
-        );
-      return `${disk} objects in the disk tier, ${mem} in memory`;
-    },
-  },
+  ...cairnTargets(ROOT, ''),
   {
     name: 'nginx-proxy-cache',
     description:
@@ -272,6 +280,9 @@ const HELP = `Usage: node --import tsx bench/cache-hit.ts [options]    (or: npm 
   --loadgen-core N    core for the load generator (default: 1)
   --origin-core N     core for the origin (default: 1; it serves nothing while hits are measured)
   --no-pin            do not use taskset
+  --compare-tree DIR  also run cairn-memory@base and cairn-lmdb@base from another checkout of Cairn
+                      (e.g. \`git worktree add /tmp/base HEAD~1\` + a node_modules symlink): an A/B
+                      in the same rounds, so a change is measured against the same machine noise
   --cpu-prof DIR      run the Cairn targets with node --cpu-prof: profiles in DIR/<target>/ at the end
                       (the largest file is the main thread's)
   --results-dir DIR   where cache-hit.json goes (default: bench/results)
@@ -330,6 +341,7 @@ function parseOptions(argv: string[]): Options | null {
       'origin-core': { type: 'string' },
       'no-pin': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
+      'compare-tree': { type: 'string' },
       'results-dir': { type: 'string' },
       report: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -346,10 +358,16 @@ function parseOptions(argv: string[]): Options | null {
           .split(',')
           .map((s) => s.trim())
           .filter((s) => s !== '');
-  const targets = names.map((n) => {
-    const t = TARGETS.find((d) => d.name === n);
+  const compare = values['compare-tree'] === undefined ? null : path.resolve(values['compare-tree']);
+  if (compare !== null && !existsSync(path.join(compare, 'src/cli.ts')))
+    throw new UsageError(`--compare-tree ${compare} has no src/cli.ts`);
+  const catalog = compare === null ? TARGETS : [...TARGETS, ...cairnTargets(compare, '@base')];
+  const targets = names.flatMap((n) => {
+    const t = catalog.find((d) => d.name === n);
     if (t === undefined) throw new UsageError(`unknown target "${n}"; known: ${TARGET_NAMES.join(', ')}`);
-    return t;
+    // The baseline of each Cairn target runs next to it.
+    const base = compare === null ? undefined : catalog.find((d) => d.name === `${n}@base`);
+    return base === undefined ? [t] : [t, base];
   });
   const sizes = values.sizes
     .split(',')
