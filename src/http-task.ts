@@ -500,23 +500,28 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     }
     const trailers = this.#trailers;
     if (trailers !== null) {
+      // An overridden responseTrailerFilter sees the end of every origin response, with or without
+      // trailers, and may return bytes to send as the last body chunk (a gRPC-web trailer frame).
+      if (this.engine.plan.responseTrailerFilter) {
+        let extra: Buffer | void;
+        try {
+          extra = this.engine.proxy.responseTrailerFilter(this.session, trailers, this.ctx);
+        } catch (error) {
+          // Also reached from a promise callback, where a throw would be an unhandled rejection.
+          this.#bodyFailed(error);
+          return;
+        }
+        if (extra !== undefined && extra.length > 0) {
+          this.session.bytesSent += extra.length;
+          res.write(extra);
+        }
+      }
       let any = false;
       for (const _ in trailers) {
         any = true;
         break;
       }
-      if (any) {
-        if (this.engine.plan.responseTrailerFilter) {
-          try {
-            this.engine.proxy.responseTrailerFilter(this.session, trailers, this.ctx);
-          } catch (error) {
-            // Also reached from a promise callback, where a throw would be an unhandled rejection.
-            this.#bodyFailed(error);
-            return;
-          }
-        }
-        res.addTrailers(trailers);
-      }
+      if (any) res.addTrailers(trailers);
     }
     res.end();
   }

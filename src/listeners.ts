@@ -114,29 +114,71 @@ const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
   'upgrade',
 ]);
 
+const kHeld = Symbol('cairn.headHeld');
+
 /**
  * The HTTP/2 compat response, made safe for headers that came from an HTTP/1.1 origin or a hook:
  * connection-specific fields are dropped instead of throwing, and the status text is not sent
  * (HTTP/2 has none).
+ *
+ * The head is held until the first body byte or `end()`, so a response without a body goes out as
+ * one HEADERS frame that ends the stream. gRPC needs that: a "Trailers-Only" response
+ * (PROTOCOL-HTTP2.md) is a single HEADERS frame with END_STREAM, and clients (grpc-js) ignore a
+ * `grpc-status` in headers that do not end the stream. `headersSent` is true from `writeHead` on.
  */
 export class CairnHttp2Response extends http2.Http2ServerResponse<CairnHttp2Request> {
+  [kHeld] = false;
+
   override writeHead(statusCode: number, statusMessage?: unknown, headers?: unknown): this {
     const given = (typeof statusMessage === 'object' && statusMessage !== null ? statusMessage : headers) as
-      OutgoingHttpHeaders | undefined;
-    if (given === undefined || Array.isArray(given))
-      return super.writeHead(statusCode, given as OutgoingHttpHeaders);
-    for (const name in given) {
-      const lower = name.toLowerCase();
-      if (
-        CONNECTION_SPECIFIC.has(lower) ||
-        (lower === 'te' && String(given[name]).toLowerCase() !== 'trailers')
-      ) {
-        delete given[name];
-      }
+      OutgoingHttpHeaders | readonly string[] | undefined;
+    if (this.stream.headersSent || this.stream.destroyed) return this;
+    if (given === undefined && statusMessage === undefined) {
+      // The compat layer's own call from write()/end(): send what was held.
+      this[kHeld] = false;
+      return super.writeHead(statusCode);
     }
-    return super.writeHead(statusCode, given);
+    if (Array.isArray(given)) return super.writeHead(statusCode, given as unknown as OutgoingHttpHeaders);
+    this.statusCode = statusCode;
+    const fields = (given ?? {}) as OutgoingHttpHeaders;
+    for (const name in fields) {
+      const value = fields[name];
+      if (value === undefined) continue;
+      const lower = name.toLowerCase();
+      if (CONNECTION_SPECIFIC.has(lower) || (lower === 'te' && String(value).toLowerCase() !== 'trailers'))
+        continue;
+      this.setHeader(lower, value);
+    }
+    this[kHeld] = true;
+    return this;
+  }
+
+  override addTrailers(trailers: OutgoingHttpHeaders): void {
+    // Trailers follow the head: it must go now, without END_STREAM.
+    if (this[kHeld]) {
+      this[kHeld] = false;
+      super.writeHead(this.statusCode);
+    }
+    super.addTrailers(trailers);
+  }
+
+  override end(chunk?: unknown, encoding?: unknown, callback?: unknown): this {
+    // An empty last chunk must not cost the head its END_STREAM flag.
+    if ((typeof chunk === 'string' || chunk instanceof Uint8Array) && chunk.length === 0) {
+      return super.end(encoding as never, callback as never);
+    }
+    return super.end(chunk as never, encoding as never, callback as never);
   }
 }
+
+// `headersSent` is a data property in @types/node but an accessor at run time: redefine it there.
+const compatHeadersSent = Object.getOwnPropertyDescriptor(http2.Http2ServerResponse.prototype, 'headersSent');
+Object.defineProperty(CairnHttp2Response.prototype, 'headersSent', {
+  configurable: true,
+  get(this: CairnHttp2Response): boolean {
+    return this[kHeld] || (compatHeadersSent?.get?.call(this) as boolean);
+  },
+});
 
 /** Everything a mixed listener needs. */
 export interface MixedListenerOptions {
@@ -314,7 +356,7 @@ export class MixedListener implements Listener {
       if (o.logger.isLevelEnabled('debug'))
         o.logger.debug({ err: error.code ?? error.message }, 'HTTP/2 session error');
     });
-    return server;
+    return server as unknown as Http2Server;
   }
 
   /** Idle timeout and the rapid-reset guard, per session. */

@@ -274,10 +274,13 @@ export class ProxyHttp<Ctx = Record<string, never>> {
   }
 
   /**
-   * See or change the origin's trailers before they go to the client. Must be synchronous.
-   * Default: nothing.
+   * The origin's response ended: see or change its trailers (`{}` when it sent none) before they go
+   * to the client, and optionally return bytes to send as the last body chunk (as Pingora's
+   * `response_trailer_filter` does — e.g. a gRPC-web trailer frame carrying the trailers in the body;
+   * delete the fields you moved there). Runs for origin responses only, not for cache hits. Must be
+   * synchronous. Default: nothing.
    */
-  responseTrailerFilter(_session: Session, _trailers: HeaderMap, _ctx: Ctx): void {}
+  responseTrailerFilter(_session: Session, _trailers: HeaderMap, _ctx: Ctx): Buffer | void {}
 
   /**
    * An error happened after the request reached a connection to `peer` (reset, timeout, bad reply).

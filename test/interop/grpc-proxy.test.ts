@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
 import { HttpPeer, ProxyHttp, serve } from '../../src/index.ts';
 import { collectingLogger, scrapeMetrics } from '../helpers/servers.ts';
 import {
@@ -34,7 +35,7 @@ class GrpcProxy extends ProxyHttp {
 async function proxied(
   start: () => Promise<FixtureServer>,
   connect: (cairnUrl: string, cairnAddress: string) => FixtureClient,
-): Promise<ProxiedPairing & { adminUrl: string }> {
+): Promise<ProxiedPairing & { adminUrl: string; cairnAddress: string }> {
   const origin = await start();
   const server = await serve(new GrpcProxy(origin.url), {
     listen: '127.0.0.1:0',
@@ -49,6 +50,7 @@ async function proxied(
   return {
     origin,
     client,
+    cairnAddress: address,
     adminUrl: admin === undefined ? '' : `http://${admin.host}:${admin.port}`,
     close: async () => {
       client.close();
@@ -81,4 +83,25 @@ test('concurrent calls are multiplexed over one origin connection (created vs re
   assert.equal(metrics.value('cairn_upstream_peer_connections_created_total', { peer }), 1);
   assert.equal(metrics.value('cairn_upstream_peer_connections_reused_total', { peer }), 19);
   assert.equal(metrics.value('cairn_upstream_connections_created_total'), 1);
+});
+
+test('a trailers-only answer (an unknown method) reaches a grpc-js client with its status, not INTERNAL', async (t) => {
+  const pairing = await proxied(startGrpcJsServer, (_url, address) => grpcJsClient(address));
+  t.after(() => pairing.close());
+  // grpc-js answers an unknown method with one HEADERS frame that ends the stream (Trailers-Only);
+  // a client ignores grpc-status in headers that do not end the stream, so Cairn must keep it so.
+  const client = new grpc.Client(pairing.cairnAddress, grpc.credentials.createInsecure());
+  t.after(() => client.close());
+  const status = await new Promise<grpc.StatusObject>((resolve) => {
+    const call = client.makeUnaryRequest(
+      '/cairn.interop.v1.EchoService/Missing',
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      Buffer.alloc(0),
+      () => undefined,
+    );
+    call.on('status', resolve);
+  });
+  assert.equal(status.code, grpc.status.UNIMPLEMENTED);
+  assert.match(status.details, /Missing/);
 });
