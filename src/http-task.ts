@@ -98,7 +98,8 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     this.#trailers = null;
     this.#logged = false;
     (response as TaskResponse)[kTask] = this;
-    response.once('close', onResponseClose);
+    // 'close' fires once; `on` avoids the wrapper closure `once` allocates per request.
+    response.on('close', onResponseClose);
   }
 
   /** Run the request phases, then the cache, then go to the origin. Never rejects. */
