@@ -13,6 +13,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import { HttpPeer, ProxyHttp } from '../../src/index.ts';
 import type { CairnError, ResponseHead, Session } from '../../src/index.ts';
+import { makeCa } from '../helpers/certs.ts';
 import { RawClient, httpRequest, startCairn } from '../helpers/servers.ts';
 import type { Cleanup } from '../helpers/servers.ts';
 
@@ -331,4 +332,21 @@ test('an idle tunnel is closed after upgrade.idleTimeout, on both sides', async 
   const line = await cairn.logs.waitFor((l) => l.msg === 'request' && l.path === '/idle');
   assert.equal(line.err, 'CAIRN_ERR_UPGRADE_IDLE_TIMEOUT');
   assert.equal(line.status, 101);
+});
+
+test('wss: a WebSocket over the TLS listener (HTTP/1.1 by ALPN) is tunnelled the same way', async (t) => {
+  const ca = await makeCa(t);
+  const cert = await ca.issue(['ws.test', '127.0.0.1']);
+  const a = await startWsOrigin(t, 'a');
+  const cairn = await startCairn(t, new WsProxy(a.peer, a.peer), { tls: { cert: cert.cert, key: cert.key } });
+  const ws = new WebSocket(`wss://127.0.0.1:${cairn.port}/secure`, {
+    headers: { authorization: 'Bearer ok' },
+    ca: ca.cert,
+  });
+  ws.on('error', () => undefined);
+  t.after(() => ws.terminate());
+  await once(ws, 'open');
+  ws.send('over tls');
+  assert.equal(text((await nextMessage(ws)).data), 'a: over tls');
+  assert.equal(a.upgrades.at(-1)?.path, '/secure');
 });
