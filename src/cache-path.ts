@@ -33,14 +33,12 @@ import { CairnError } from './errors.ts';
 import type { HeaderMap } from './headers.ts';
 import { headerValue, stripHopByHop, upstreamRequestHeaders } from './headers.ts';
 import type { HttpTask } from './http-task.ts';
+import { isThenable } from './request-phases.ts';
 import type { HttpPeer } from './peer.ts';
 import type { ResponseHead, UpstreamRequest } from './proxy-http.ts';
 
 type MaybePromise<T> = T | Promise<T>;
 
-function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
-  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function';
-}
 
 /**
  * Body chunks for a response Cairn answers itself. `read()` gives the next chunk, `null` at the

@@ -15,6 +15,7 @@ import type { Engine } from './engine.ts';
 import type { HttpPeer } from './peer.ts';
 import type { BodyFilterResult, ResponseHead, UpstreamRequest } from './proxy-http.ts';
 import { Session } from './session.ts';
+import { isThenable, runRequestFilters } from './request-phases.ts';
 import type { ReuseProbe } from './upstream-pool.ts';
 import { announceRequest, upstreamError } from './upstream-pool.ts';
 
@@ -36,9 +37,6 @@ const STAGE_WRITE = 4;
 
 type Trailers = Record<string, string | string[] | undefined>;
 
-function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
-  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function';
-}
 
 /** Wrap anything thrown by a hook as a coded internal error (keeping CairnErrors as they are). */
 export function hookError(error: unknown): CairnError {
@@ -107,15 +105,9 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const { proxy, plan } = this.engine;
     const session = this.session;
     try {
-      if (plan.earlyRequestFilter) {
-        const r = proxy.earlyRequestFilter(session, this.ctx);
-        if (isThenable(r)) await r;
-      }
-      if (plan.requestFilter) {
-        let answered = proxy.requestFilter(session, this.ctx);
-        if (isThenable(answered)) answered = await answered;
-        if (answered) return;
-      }
+      let answered = runRequestFilters(this.engine, session, this.ctx);
+      if (isThenable(answered)) answered = await answered;
+      if (answered) return;
       if (session.aborted) return;
       if (plan.requestCacheFilter) {
         let cache = proxy.requestCacheFilter(session, this.ctx);

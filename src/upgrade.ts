@@ -25,6 +25,7 @@ import { hookError } from './http-task.ts';
 import type { HttpPeer } from './peer.ts';
 import type { ResponseHead, UpstreamRequest } from './proxy-http.ts';
 import { Session } from './session.ts';
+import { isThenable, runRequestFilters } from './request-phases.ts';
 import { upstreamError } from './upstream-pool.ts';
 
 /** Options for `Upgrade` tunnels (`serve({ upgrade: { … } })`). */
@@ -34,12 +35,6 @@ export interface UpgradeOptions {
 }
 
 export const DEFAULT_UPGRADE_OPTIONS: UpgradeOptions = { idleTimeout: 300_000 };
-
-function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
-  return (
-    value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
-  );
-}
 
 /**
  * Handles the HTTP/1.1 server's `upgrade` events for one engine.
@@ -129,15 +124,9 @@ class UpgradeTask<Ctx> {
     const { proxy, plan } = this.engine;
     const session = this.session;
     try {
-      if (plan.earlyRequestFilter) {
-        const r = proxy.earlyRequestFilter(session, this.ctx);
-        if (isThenable(r)) await r;
-      }
-      if (plan.requestFilter) {
-        let answered = proxy.requestFilter(session, this.ctx);
-        if (isThenable(answered)) answered = await answered;
-        if (answered) return this.finishAnswered();
-      }
+      let answered = runRequestFilters(this.engine, session, this.ctx);
+      if (isThenable(answered)) answered = await answered;
+      if (answered) return this.finishAnswered();
       if (plan.proxyUpstreamFilter) {
         let proceed = proxy.proxyUpstreamFilter(session, this.ctx);
         if (isThenable(proceed)) proceed = await proceed;
