@@ -5,6 +5,7 @@
  */
 import { acceptEncodingNormaliser, HttpCache } from '../src/index.ts';
 import type { AdminServer, OpenHttpCacheOptions, ServiceRuntime, Session } from '../src/index.ts';
+import { purgeLocally, readPurgeTarget, sendJson } from './admin-json.ts';
 import { ReverseProxy } from './reverse-proxy.ts';
 import type { ReverseProxyCtx, ReverseProxyOptions } from './reverse-proxy.ts';
 
@@ -78,49 +79,9 @@ export class CdnProxy<Ctx extends object = ReverseProxyCtx> extends ReverseProxy
   override adminRoutes(admin: AdminServer): void {
     super.adminRoutes(admin);
     admin.route('POST', '/purge', async (req, res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const chunk of req as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > 65_536) {
-          res.writeHead(413, { 'content-type': 'application/json' });
-          res.end('{"error":"body too large"}\n');
-          return;
-        }
-        chunks.push(chunk);
-      }
-      let body: { url?: unknown; tag?: unknown; prefix?: unknown };
-      try {
-        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
-      } catch {
-        res.writeHead(400, { 'content-type': 'application/json' });
-        res.end('{"error":"body must be JSON"}\n');
-        return;
-      }
-      let purged: number;
-      if (typeof body.url === 'string') {
-        let key: string | undefined;
-        try {
-          const u = new URL(body.url);
-          key = this.cache.keyFor(u.protocol.slice(0, -1), u.host, u.pathname + u.search);
-        } catch {
-          key = undefined;
-        }
-        if (key === undefined) {
-          res.writeHead(400, { 'content-type': 'application/json' });
-          res.end('{"error":"url must be an absolute http(s) URL"}\n');
-          return;
-        }
-        purged = await this.cache.purgeKey(key);
-      } else if (typeof body.tag === 'string') purged = await this.cache.purgeTag(body.tag);
-      else if (typeof body.prefix === 'string') purged = await this.cache.purgePrefix(body.prefix);
-      else {
-        res.writeHead(400, { 'content-type': 'application/json' });
-        res.end('{"error":"give one of url, tag, prefix"}\n');
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(`${JSON.stringify({ purged })}\n`);
+      const target = await readPurgeTarget(req, res, this.cache);
+      if (target === undefined) return;
+      sendJson(res, 200, { purged: await purgeLocally(this.cache, target) });
     });
   }
 }

@@ -34,7 +34,8 @@ import type {
   Session,
   UpstreamRequest,
 } from '../src/index.ts';
-import { readJsonBody, sendJson } from './admin-json.ts';
+import { purgeLocally, readPurgeTarget, sendJson } from './admin-json.ts';
+import type { PurgeTarget } from './admin-json.ts';
 import { ReverseProxy } from './reverse-proxy.ts';
 import type { ReverseProxyCtx, ReverseProxyOptions } from './reverse-proxy.ts';
 
@@ -68,11 +69,7 @@ export interface ClusterCdnProxyOptions extends ReverseProxyOptions {
   readonly cluster: ClusterOptions;
 }
 
-/** What a purge names: one URL (every variant, by its cache key), a Surrogate-Key / Cache-Tag, or a URL prefix. */
-export type PurgeTarget =
-  | { readonly kind: 'url'; readonly url: URL; readonly key: string }
-  | { readonly kind: 'tag'; readonly tag: string }
-  | { readonly kind: 'prefix'; readonly prefix: string };
+export type { PurgeTarget } from './admin-json.ts';
 
 /** What a cluster purge did: the total, and per node the objects removed or `'failed'`. */
 export interface ClusterPurgeResult {
@@ -330,24 +327,10 @@ export class ClusterCdnProxy extends ReverseProxy<ClusterCtx> {
   }
 
   async #adminPurge(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const body = await readJsonBody(req, res);
-    if (body === undefined) return;
-    let target: PurgeTarget;
-    if (typeof body.url === 'string') {
-      let url: URL;
-      try {
-        url = new URL(body.url);
-      } catch {
-        return sendJson(res, 400, { error: 'url must be an absolute http(s) URL' });
-      }
-      const key = this.cache.keyFor(url.protocol.slice(0, -1), url.host, url.pathname + url.search);
-      if (key === undefined) return sendJson(res, 400, { error: 'url must be an absolute http(s) URL' });
-      target = { kind: 'url', url, key };
-    } else if (typeof body.tag === 'string') target = { kind: 'tag', tag: body.tag };
-    else if (typeof body.prefix === 'string') target = { kind: 'prefix', prefix: body.prefix };
-    else return sendJson(res, 400, { error: 'give one of url, tag, prefix' });
+    const target = await readPurgeTarget(req, res, this.cache);
+    if (target === undefined) return;
     const result = await this.purge(target);
-    return sendJson(res, Object.values(result.nodes).includes('failed') ? 502 : 200, result);
+    sendJson(res, Object.values(result.nodes).includes('failed') ? 502 : 200, result);
   }
 
   /**
@@ -361,7 +344,7 @@ export class ClusterCdnProxy extends ReverseProxy<ClusterCtx> {
   async purge(target: PurgeTarget): Promise<ClusterPurgeResult> {
     const request = this.#purgeRequest(target);
     const [local, others] = await Promise.all([
-      this.#purgeLocal(target),
+      purgeLocally(this.cache, target),
       request === undefined
         ? this.#allFailed()
         : this.#fanOut('PURGE', request.path, request.headers, undefined),
@@ -369,17 +352,6 @@ export class ClusterCdnProxy extends ReverseProxy<ClusterCtx> {
     let purged = local;
     for (const result of Object.values(others)) if (result !== 'failed') purged += result;
     return { purged, nodes: { [this.self]: local, ...others } };
-  }
-
-  #purgeLocal(target: PurgeTarget): Promise<number> {
-    switch (target.kind) {
-      case 'url':
-        return this.cache.purgeKey(target.key);
-      case 'tag':
-        return this.cache.purgeTag(target.tag);
-      case 'prefix':
-        return this.cache.purgePrefix(target.prefix);
-    }
   }
 
   /** The `PURGE` request that makes another node drop what `target` names. */
