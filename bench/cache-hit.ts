@@ -37,6 +37,7 @@ import {
   type ManagedProcess,
   type RunningChild,
 } from './lib/children.ts';
+import { core, methodRecord, positive, rotate, UsageError, writeResults } from './lib/cli.ts';
 import { pickLoadGenerator, runLoad, type LoadGeneratorName } from './lib/load.ts';
 import { coreBusyBetween, cpuSeconds, machineInfo, readCoreTimes } from './lib/machine.ts';
 import { scrapeCache } from './lib/metrics.ts';
@@ -44,7 +45,6 @@ import type { CacheCounters, CacheHitResults, CacheHitSample, CacheHitTargetStat
 import { parseSize } from './lib/sizes.ts';
 import { startBenchNginx } from './targets/nginx.ts';
 import { varnishSpec } from './targets/varnish.ts';
-import { writeReport } from './report.ts';
 import { renderCacheHit } from './report/cache-hit.ts';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -290,7 +290,6 @@ const HELP = `Usage: node --import tsx bench/cache-hit.ts [options]    (or: npm 
   --help
 `;
 
-class UsageError extends Error {}
 
 interface Options {
   targets: CacheTarget[];
@@ -307,21 +306,6 @@ interface Options {
   cpuProfDir: string | null;
   resultsDir: string;
   reportFile: string | null;
-}
-
-function positive(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0)
-    throw new UsageError(`--${name} must be a positive number, got "${value}"`);
-  return n;
-}
-
-function core(name: string, value: string | undefined, fallback: number, cores: number): number {
-  const n = value === undefined ? fallback : Number(value);
-  if (!Number.isInteger(n) || n < 0 || n >= cores)
-    throw new UsageError(`--${name} must be a core of this machine (0-${cores - 1}), got "${value}"`);
-  return n;
 }
 
 function parseOptions(argv: string[]): Options | null {
@@ -527,11 +511,6 @@ async function startTargets(opts: Options, originPort: number, tmp: string): Pro
   return live;
 }
 
-function rotate<T>(xs: readonly T[], by: number): T[] {
-  const k = xs.length === 0 ? 0 : by % xs.length;
-  return [...xs.slice(k), ...xs.slice(0, k)];
-}
-
 function delta(before: CacheCounters | null, after: CacheCounters | null): CacheCounters | null {
   if (before === null || after === null) return null;
   return { hits: after.hits - before.hits, notHits: after.notHits - before.notHits, objects: after.objects };
@@ -661,16 +640,7 @@ export async function main(argv: string[]): Promise<void> {
     schemaVersion: 1,
     machine,
     smoke: opts.smoke,
-    method: {
-      loadGenerator: opts.loadgen === 'wrk' ? (machine.tools.wrk ?? 'wrk') : 'autocannon 8',
-      connections: opts.connections,
-      threads: 1,
-      durationSec: opts.durationSec,
-      warmupSec: opts.warmupSec,
-      rounds: opts.rounds,
-      sizes: opts.sizes,
-      pinning: { proxyCore: opts.proxyCore, loadgenCore: opts.loadgenCore, originCore: opts.originCore },
-    },
+    method: methodRecord(opts, machine.tools.wrk),
     targets: opts.targets.map(
       (d) =>
         statuses.get(d.name) ?? {
@@ -685,14 +655,7 @@ export async function main(argv: string[]): Promise<void> {
     ),
     samples,
   };
-  mkdirSync(opts.resultsDir, { recursive: true });
-  const out = path.join(opts.resultsDir, 'cache-hit.json');
-  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
-  console.log(`wrote ${path.relative(process.cwd(), out)}`);
-  if (opts.reportFile !== null) {
-    writeReport(opts.resultsDir, opts.reportFile);
-    console.log(`wrote ${path.relative(process.cwd(), opts.reportFile)}`);
-  }
+  writeResults(opts.resultsDir, 'cache-hit.json', results, opts.reportFile);
   if (opts.cpuProfDir !== null) console.log(`CPU profiles of the Cairn targets: ${opts.cpuProfDir}`);
   console.log(`\n${renderCacheHit(results)}`);
 }

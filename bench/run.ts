@@ -9,7 +9,6 @@
  * Writes bench/results/passthrough.json (raw, per round) and regenerates bench/RESULTS.md from
  * every results file (bench/report.ts). See bench/README.md for the method and how to read it.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,13 +27,13 @@ import {
   type ManagedProcess,
   type RunningChild,
 } from './lib/children.ts';
+import { core, methodRecord, positive, rotate, UsageError, writeResults } from './lib/cli.ts';
 import { pickLoadGenerator, runLoad, type LoadGeneratorName } from './lib/load.ts';
 import { coreBusyBetween, cpuSeconds, machineInfo, readCoreTimes } from './lib/machine.ts';
 import { scrapeReuse } from './lib/metrics.ts';
 import type { PassthroughResults, PassthroughSample, TargetStatus } from './lib/results.ts';
 import { parseSize } from './lib/sizes.ts';
 import { TARGETS, TARGET_NAMES, type Launch, type TargetDef } from './lib/targets.ts';
-import { writeReport } from './report.ts';
 import { renderPassthrough } from './report/passthrough.ts';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -62,7 +61,6 @@ const HELP = `Usage: npm run bench -- [options]
 `;
 
 /** A bad command line: reported as one line and a pointer to --help, without a stack. */
-class UsageError extends Error {}
 
 interface Options {
   targets: TargetDef[];
@@ -78,20 +76,6 @@ interface Options {
   originCore: number | null;
   resultsDir: string;
   reportFile: string | null;
-}
-
-function positive(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0)
-    throw new UsageError(`--${name} must be a positive number, got "${value}"`);
-  return n;
-}
-
-function core(name: string, value: string | undefined, fallback: number): number {
-  const n = value === undefined ? fallback : Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a core number, got "${value}"`);
-  return n;
 }
 
 function parseOptions(argv: string[]): Options | null {
@@ -265,11 +249,6 @@ async function startTargets(opts: Options, origin: RunningChild, originPort: num
 }
 
 /** Round r runs the targets rotated by r, so no target is always first (or last) after a pause. */
-function rotate<T>(xs: readonly T[], by: number): T[] {
-  const k = xs.length === 0 ? 0 : by % xs.length;
-  return [...xs.slice(k), ...xs.slice(0, k)];
-}
-
 async function measure(
   opts: Options,
   t: LiveTarget,
@@ -382,16 +361,7 @@ async function main(): Promise<void> {
     schemaVersion: 1,
     machine,
     smoke: opts.smoke,
-    method: {
-      loadGenerator: opts.loadgen === 'wrk' ? (machine.tools.wrk ?? 'wrk') : 'autocannon 8',
-      connections: opts.connections,
-      threads: 1,
-      durationSec: opts.durationSec,
-      warmupSec: opts.warmupSec,
-      rounds: opts.rounds,
-      sizes: opts.sizes,
-      pinning: { proxyCore: opts.proxyCore, loadgenCore: opts.loadgenCore, originCore: opts.originCore },
-    },
+    method: methodRecord(opts, machine.tools.wrk),
     targets: opts.targets.map(
       (d) =>
         statuses.get(d.name) ?? {
@@ -405,14 +375,7 @@ async function main(): Promise<void> {
     ),
     samples,
   };
-  mkdirSync(opts.resultsDir, { recursive: true });
-  const out = path.join(opts.resultsDir, 'passthrough.json');
-  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
-  console.log(`wrote ${path.relative(process.cwd(), out)}`);
-  if (opts.reportFile !== null) {
-    writeReport(opts.resultsDir, opts.reportFile);
-    console.log(`wrote ${path.relative(process.cwd(), opts.reportFile)}`);
-  }
+  writeResults(opts.resultsDir, 'passthrough.json', results, opts.reportFile);
   console.log(`\n${renderPassthrough(results)}`);
 }
 

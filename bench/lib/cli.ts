@@ -1,0 +1,74 @@
+/**
+ * What every benchmark entry point shares: flag parsing helpers, the target order rotation, the
+ * method record written with the results, and writing a result file (plus the report).
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { writeReport } from '../report.ts';
+import type { LoadGeneratorName } from './load.ts';
+import type { PassthroughResults } from './results.ts';
+
+/** A bad command line: reported in one line, exit 2. */
+export class UsageError extends Error {}
+
+export function positive(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number, got "${value}"`);
+  return n;
+}
+
+/** A core number; with `cores`, one that exists on this machine. */
+export function core(name: string, value: string | undefined, fallback: number, cores?: number): number {
+  const n = value === undefined ? fallback : Number(value);
+  if (!Number.isInteger(n) || n < 0 || (cores !== undefined && n >= cores)) {
+    const range = cores === undefined ? 'a core number' : `a core of this machine (0-${cores - 1})`;
+    throw new UsageError(`--${name} must be ${range}, got "${value}"`);
+  }
+  return n;
+}
+
+/** `xs` rotated left by `by`: each round starts with a different target, so noise spreads evenly. */
+export function rotate<T>(xs: readonly T[], by: number): T[] {
+  const k = xs.length === 0 ? 0 : by % xs.length;
+  return [...xs.slice(k), ...xs.slice(0, k)];
+}
+
+/** The options the method record is made from. */
+export interface MethodOptions {
+  readonly loadgen: LoadGeneratorName;
+  readonly connections: number;
+  readonly durationSec: number;
+  readonly warmupSec: number;
+  readonly rounds: number;
+  readonly sizes: readonly string[];
+  readonly proxyCore: number | null;
+  readonly loadgenCore: number | null;
+  readonly originCore: number | null;
+}
+
+/** How a run measured, as recorded in its result file. */
+export function methodRecord(opts: MethodOptions, wrkVersion: string | undefined): PassthroughResults['method'] {
+  return {
+    loadGenerator: opts.loadgen === 'wrk' ? (wrkVersion ?? 'wrk') : 'autocannon 8',
+    connections: opts.connections,
+    threads: 1,
+    durationSec: opts.durationSec,
+    warmupSec: opts.warmupSec,
+    rounds: opts.rounds,
+    sizes: opts.sizes,
+    pinning: { proxyCore: opts.proxyCore, loadgenCore: opts.loadgenCore, originCore: opts.originCore },
+  };
+}
+
+/** Write `results` to `resultsDir/fileName`, then regenerate the report if one was asked for. */
+export function writeResults(resultsDir: string, fileName: string, results: unknown, reportFile: string | null): void {
+  mkdirSync(resultsDir, { recursive: true });
+  const out = path.join(resultsDir, fileName);
+  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(`wrote ${path.relative(process.cwd(), out)}`);
+  if (reportFile !== null) {
+    writeReport(resultsDir, reportFile);
+    console.log(`wrote ${path.relative(process.cwd(), reportFile)}`);
+  }
+}
