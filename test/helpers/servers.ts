@@ -436,9 +436,14 @@ export interface Fixture {
 }
 
 /** Run `node --import tsx file` with an IPC channel; killed after the test. */
-export function spawnFixture(t: Cleanup, file: string, env: Record<string, string> = {}): Fixture {
+export function spawnFixture(
+  t: Cleanup,
+  file: string,
+  env: Record<string, string> = {},
+  execArgv: readonly string[] = [],
+): Fixture {
   const child = fork(file, [], {
-    execArgv: ['--import', 'tsx'],
+    execArgv: ['--import', 'tsx', ...execArgv],
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

@@ -86,7 +86,7 @@ test(
       req.on('data', (chunk: Buffer) => checker.check(chunk));
       req.on('end', () => res.end(JSON.stringify({ bytes: checker.bytes, mismatchAt: checker.mismatchAt })));
     });
-    const fixture = spawnFixture(t, FIXTURE, { CAIRN_ORIGIN: origin.url });
+    const fixture = spawnFixture(t, FIXTURE, { CAIRN_ORIGIN: origin.url }, ['--expose-gc']);
     const { port } = await fixture.message<{ port?: number }>((m) => typeof m.port === 'number');
 
     const download = (size: number): Promise<PatternChecker> =>
