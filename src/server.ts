@@ -17,7 +17,7 @@ import type { LogLevel } from './logger.ts';
 import { createLogger, flushLogger } from './logger.ts';
 import { CairnMetrics } from './metrics.ts';
 import type { ProxyHttp } from './proxy-http.ts';
-import { openListener } from './listeners.ts';
+import { CLIENT_HIGH_WATER_MARK, openListener } from './listeners.ts';
 import type { Listener, ProtocolOptions } from './listeners.ts';
 import { UpgradeHandler } from './upgrade.ts';
 
@@ -173,6 +173,7 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
     // Checked in screenRequest instead, so the refusal is counted and logged like the others.
     requireHostHeader: false,
     insecureHTTPParser: false,
+    highWaterMark: CLIENT_HIGH_WATER_MARK,
   });
   // Node truncates headers past maxHeadersCount silently; allow one more so an overflow is seen
   // (and refused with 431) instead of being forwarded with fields missing.
