@@ -48,6 +48,6 @@ export class Engine<Ctx> {
   handle(request: IncomingMessage, response: ServerResponse): void {
     this.metrics.requestStarted();
     const task = new HttpTask(this, request, response);
-    void task.run();
+    task.run();
   }
 }

@@ -7,6 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import type { HttpCache } from '../cache/http-cache.ts';
 import type { ChunkSource } from './cache-path.ts';
 import { CacheRequest } from './cache-path.ts';
 import { CairnError, isCairnError } from './errors.ts';
@@ -36,6 +37,9 @@ const STAGE_WINDOW = 3;
 const STAGE_WRITE = 4;
 
 type Trailers = Record<string, string | string[] | undefined>;
+
+/** A phase step: done (undefined) when every hook it ran was synchronous, else a promise of it. */
+type Step = void | Promise<void>;
 
 
 /** Wrap anything thrown by a hook as a coded internal error (keeping CairnErrors as they are). */
@@ -100,45 +104,75 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     response.on('close', onResponseClose);
   }
 
-  /** Run the request phases, then the cache, then go to the origin. Never rejects. */
-  async run(): Promise<void> {
-    const { proxy, plan } = this.engine;
-    const session = this.session;
+  /**
+   * Run the request phases, then the cache, then go to the origin. Never throws or rejects. Each
+   * step continues synchronously while the hooks answer synchronously, so a request whose hooks are
+   * all synchronous (a cache hit, most pass-through requests) allocates no promise on its way.
+   */
+  run(): void {
+    let step: Step;
     try {
-      let answered = runRequestFilters(this.engine, session, this.ctx);
-      if (isThenable(answered)) answered = await answered;
-      if (answered) return;
-      if (session.aborted) return;
-      if (plan.requestCacheFilter) {
-        let cache = proxy.requestCacheFilter(session, this.ctx);
-        if (isThenable(cache)) cache = await cache;
-        if (cache !== undefined) {
-          this.engine.noteCache(cache);
-          const lookup = new CacheRequest(this, cache);
-          this.#cache = lookup;
-          let answered = lookup.lookup();
-          if (isThenable(answered)) answered = await answered;
-          if (answered || session.aborted) return;
-        }
-      }
-      if (plan.proxyUpstreamFilter) {
-        let proceed = proxy.proxyUpstreamFilter(session, this.ctx);
-        if (isThenable(proceed)) proceed = await proceed;
-        if (!proceed) {
-          if (!session.responded) {
-            // 502, as documented on proxyUpstreamFilter.
-            await this.fail(
-              new CairnError('CAIRN_ERR_INTERNAL', 'proxyUpstreamFilter declined without answering', { status: 502 }),
-            );
-          }
-          this.#cache?.abandon(new CairnError('CAIRN_ERR_CACHE_WRITER_FAILED', 'answered without the origin'));
-          return;
-        }
-      }
-      await this.#connect();
+      step = this.#requestPhases();
     } catch (error) {
-      await this.#failOrServeStale(hookError(error));
+      void this.#failOrServeStale(hookError(error));
+      return;
     }
+    if (isThenable(step)) step.then(undefined, (error: unknown) => this.#failOrServeStale(hookError(error)));
+  }
+
+  #requestPhases(): Step {
+    const answered = runRequestFilters(this.engine, this.session, this.ctx);
+    if (isThenable(answered)) return answered.then((done) => (done ? undefined : this.#cachePhase()));
+    if (answered) return;
+    return this.#cachePhase();
+  }
+
+  #cachePhase(): Step {
+    const { proxy, plan } = this.engine;
+    if (this.session.aborted) return;
+    if (!plan.requestCacheFilter) return this.#upstreamPhase();
+    const cache = proxy.requestCacheFilter(this.session, this.ctx);
+    if (isThenable(cache)) return cache.then((c) => this.#lookup(c));
+    return this.#lookup(cache);
+  }
+
+  #lookup(cache: HttpCache | undefined): Step {
+    if (cache === undefined) return this.#upstreamPhase();
+    this.engine.noteCache(cache);
+    const lookup = new CacheRequest(this, cache);
+    this.#cache = lookup;
+    const answered = lookup.lookup();
+    if (isThenable(answered)) return answered.then((done) => this.#afterLookup(done));
+    return this.#afterLookup(answered);
+  }
+
+  #afterLookup(answered: boolean): Step {
+    if (answered || this.session.aborted) return;
+    return this.#upstreamPhase();
+  }
+
+  #upstreamPhase(): Step {
+    const { proxy, plan } = this.engine;
+    if (!plan.proxyUpstreamFilter) return this.#connect();
+    const proceed = proxy.proxyUpstreamFilter(this.session, this.ctx);
+    if (isThenable(proceed)) return proceed.then((p) => this.#afterUpstreamFilter(p));
+    return this.#afterUpstreamFilter(proceed);
+  }
+
+  #afterUpstreamFilter(proceed: boolean): Step {
+    if (proceed) return this.#connect();
+    if (this.session.responded) {
+      this.#abandonUnanswered();
+      return;
+    }
+    // 502, as documented on proxyUpstreamFilter.
+    return this.fail(
+      new CairnError('CAIRN_ERR_INTERNAL', 'proxyUpstreamFilter declined without answering', { status: 502 }),
+    ).then(() => this.#abandonUnanswered());
+  }
+
+  #abandonUnanswered(): void {
+    this.#cache?.abandon(new CairnError('CAIRN_ERR_CACHE_WRITER_FAILED', 'answered without the origin'));
   }
 
   /**
@@ -151,14 +185,19 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   }
 
   /** Choose a peer, build the origin request and hand it to the pool. */
-  async #connect(): Promise<void> {
-    const { proxy, plan, pools } = this.engine;
+  #connect(): Step {
     const session = this.session;
     if (session.aborted) return;
     session.attempts++;
     if (session.attempts > 1) this.engine.metrics.upstreamRetry();
-    let peer = proxy.upstreamPeer(session, this.ctx);
-    if (isThenable(peer)) peer = await peer;
+    const peer = this.engine.proxy.upstreamPeer(session, this.ctx);
+    if (isThenable(peer)) return peer.then((p) => this.#toPeer(p));
+    return this.#toPeer(peer);
+  }
+
+  #toPeer(peer: HttpPeer | null | undefined): Step {
+    const { proxy, plan } = this.engine;
+    const session = this.session;
     if (peer === undefined || peer === null) {
       throw new CairnError('CAIRN_ERR_INTERNAL_NO_PEER', 'upstreamPeer returned no peer');
     }
@@ -178,9 +217,17 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     if (hostMode === 'peer') request.headers.host = peer.port === (peer.tls ? 443 : 80) ? peer.hostname : peer.address;
     else if (hostMode !== 'keep') request.headers.host = hostMode;
     if (plan.upstreamRequestFilter) {
-      const r = proxy.upstreamRequestFilter(session, request, this.ctx);
-      if (isThenable(r)) await r;
+      const filtered = proxy.upstreamRequestFilter(session, request, this.ctx);
+      if (isThenable(filtered)) {
+        const ready = request;
+        return filtered.then(() => this.#dispatch(peer, ready));
+      }
     }
+    this.#dispatch(peer, request);
+  }
+
+  #dispatch(peer: HttpPeer, request: UpstreamRequest): void {
+    const session = this.session;
     if (session.aborted) return;
     if (this.#hasBody && !session.request.readableDidRead) {
       // Tell a client that sent `Expect: 100-continue` to go on, now that the request phases let
@@ -190,14 +237,14 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     }
     this.#phase = 'connecting';
     this.upstreamReused = false;
-    pools.get(peer).pool.dispatch(
+    this.engine.pools.get(peer).pool.dispatch(
       {
         path: request.path,
         method: request.method,
         headers: request.headers as Record<string, string | string[]>,
         // undici streams a Readable or an async iterable with backpressure; its types list only the former.
         body: this.#hasBody
-          ? plan.requestBodyFilter
+          ? this.engine.plan.requestBodyFilter
             ? (filteredRequestBody(this) as unknown as Readable)
             : session.request
           : null,
