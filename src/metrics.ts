@@ -2,14 +2,13 @@
  * Prometheus metrics (prom-client). Every label child is made here, at startup, so the hot path
  * only increments; no metric is labelled with an unbounded value.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Counter as CounterT } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Metric, MetricValueWithName } from 'prom-client';
 import type { HttpCache } from '../cache/http-cache.ts';
 import { LOOKUP_RESULTS } from '../cache/http-cache.ts';
 import type { UpstreamSnapshot } from './lb/upstream.ts';
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
-type StatusClass = (typeof STATUS_CLASSES)[number];
 
 /** How one origin attempt ended. */
 export type UpstreamOutcome = 'response' | 'connect_error' | 'timeout' | 'error';
@@ -31,66 +30,81 @@ const REJECTIONS: readonly DownstreamRejection[] = ['bad_request', 'headers_too_
  */
 export class CairnMetrics {
   readonly registry: Registry;
-  readonly #requests: Record<StatusClass, CounterT.Internal>;
-  readonly #duration: Histogram;
-  readonly #inFlight: Gauge;
-  readonly #upstream: Record<UpstreamOutcome, CounterT.Internal>;
-  readonly #connectionsCreated: Counter;
-  readonly #connectionsReused: Counter;
-  readonly #rejected: Record<DownstreamRejection, CounterT.Internal>;
-  readonly #retries: Counter;
+  /** The request path only bumps these plain numbers; prom-client reads them at scrape time. */
+  readonly #requests = new Float64Array(STATUS_CLASSES.length);
+  readonly #upstream = new Float64Array(OUTCOMES.length);
+  readonly #rejected = new Float64Array(REJECTIONS.length);
+  readonly #duration: LeanHistogram;
+  #inFlight = 0;
+  #connectionsCreated = 0;
+  #connectionsReused = 0;
+  #retries = 0;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registry = new Registry();
     this.registry = registry;
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cairn_process_' });
-    const requests = new Counter({
-      name: 'cairn_requests_total',
-      help: 'Downstream requests answered, by status class.',
-      labelNames: ['status_class'],
-      registers: [registry],
-    });
-    this.#requests = labelChildren(requests, STATUS_CLASSES);
-    this.#duration = new Histogram({
-      name: 'cairn_request_duration_seconds',
-      help: 'Time from request arrival to the end of the response.',
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-      registers: [registry],
-    });
-    this.#inFlight = new Gauge({
+    const registers = [registry];
+    const labelled = (name: string, help: string, label: string, values: readonly string[], counts: Float64Array): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers,
+        collect() {
+          this.reset();
+          for (let i = 0; i < values.length; i++) this.labels(values[i]!).inc(counts[i]);
+        },
+      });
+    };
+    const single = (name: string, help: string, read: () => number): void => {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    };
+    labelled('cairn_requests_total', 'Downstream requests answered, by status class.', 'status_class', STATUS_CLASSES, this.#requests);
+    this.#duration = new LeanHistogram(
+      'cairn_request_duration_seconds',
+      'Time from request arrival to the end of the response.',
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    );
+    registry.registerMetric(this.#duration as unknown as Metric);
+    const inFlight = (): number => this.#inFlight;
+    new Gauge({
       name: 'cairn_requests_in_flight',
       help: 'Downstream requests being processed now.',
-      registers: [registry],
+      registers,
+      collect() {
+        this.set(inFlight());
+      },
     });
-    const upstream = new Counter({
-      name: 'cairn_upstream_requests_total',
-      help: 'Origin attempts, by outcome (response, connect_error, timeout, error).',
-      labelNames: ['outcome'],
-      registers: [registry],
-    });
-    this.#upstream = labelChildren(upstream, OUTCOMES);
-    this.#connectionsCreated = new Counter({
-      name: 'cairn_upstream_connections_created_total',
-      help: 'Connections opened to origins.',
-      registers: [registry],
-    });
-    this.#connectionsReused = new Counter({
-      name: 'cairn_upstream_connections_reused_total',
-      help: 'Origin requests sent over a connection that had served an earlier request.',
-      registers: [registry],
-    });
-    const rejected = new Counter({
-      name: 'cairn_downstream_rejected_total',
-      help: 'Requests refused before proxying (malformed, headers too large, timed out).',
-      labelNames: ['reason'],
-      registers: [registry],
-    });
-    this.#rejected = labelChildren(rejected, REJECTIONS);
-    this.#retries = new Counter({
-      name: 'cairn_upstream_retries_total',
-      help: 'Origin attempts that were retries of a failed attempt.',
-      registers: [registry],
-    });
+    labelled(
+      'cairn_upstream_requests_total',
+      'Origin attempts, by outcome (response, connect_error, timeout, error).',
+      'outcome',
+      OUTCOMES,
+      this.#upstream,
+    );
+    single('cairn_upstream_connections_created_total', 'Connections opened to origins.', () => this.#connectionsCreated);
+    single(
+      'cairn_upstream_connections_reused_total',
+      'Origin requests sent over a connection that had served an earlier request.',
+      () => this.#connectionsReused,
+    );
+    labelled(
+      'cairn_downstream_rejected_total',
+      'Requests refused before proxying (malformed, headers too large, timed out).',
+      'reason',
+      REJECTIONS,
+      this.#rejected,
+    );
+    single('cairn_upstream_retries_total', 'Origin attempts that were retries of a failed attempt.', () => this.#retries);
   }
 
   /**
@@ -151,36 +165,34 @@ export class CairnMetrics {
   readonly #caches: HttpCache[] = [];
 
   requestStarted(): void {
-    this.#inFlight.inc();
+    this.#inFlight++;
   }
 
   requestDone(status: number, seconds: number): void {
-    this.#inFlight.dec();
-    const index = Math.floor(status / 100);
-    const cls = STATUS_CLASSES[index - 1];
+    this.#inFlight--;
     // status 0 (client gone before any response) counts as neither; it is in the access log.
-    if (cls !== undefined) this.#requests[cls].inc();
+    if (status >= 100 && status < 600) this.#requests[Math.floor(status / 100) - 1]!++;
     this.#duration.observe(seconds);
   }
 
   upstreamAttempt(outcome: UpstreamOutcome): void {
-    this.#upstream[outcome].inc();
+    this.#upstream[OUTCOMES.indexOf(outcome)]!++;
   }
 
   upstreamRetry(): void {
-    this.#retries.inc();
+    this.#retries++;
   }
 
   connectionCreated(): void {
-    this.#connectionsCreated.inc();
+    this.#connectionsCreated++;
   }
 
   connectionReused(): void {
-    this.#connectionsReused.inc();
+    this.#connectionsReused++;
   }
 
   rejected(reason: DownstreamRejection): void {
-    this.#rejected[reason].inc();
+    this.#rejected[REJECTIONS.indexOf(reason)]!++;
   }
 
   readonly #upstreamSources: (() => Iterable<UpstreamSnapshot>)[] = [];
@@ -262,8 +274,57 @@ export class CairnMetrics {
   }
 }
 
-function labelChildren<K extends string>(counter: Counter, values: readonly K[]): Record<K, CounterT.Internal> {
-  const children = {} as Record<K, CounterT.Internal>;
-  for (const value of values) children[value] = counter.labels(value);
-  return children;
+/**
+ * A histogram without labels whose `observe` is a scan of the bucket bounds and three additions.
+ * prom-client's own Histogram converts, validates and hashes labels and makes a closure on every
+ * observation; this one is registered in the same registry through prom-client's metric interface
+ * (`name`, `help`, `get()`, `reset()`), so `/metrics` and the cluster aggregation (`aggregator`)
+ * see an ordinary histogram.
+ */
+class LeanHistogram {
+  readonly name: string;
+  readonly help: string;
+  readonly #bounds: readonly number[];
+  /** Observations per bucket (not cumulative); the last slot is above every bound. */
+  #counts: Float64Array;
+  #sum = 0;
+  #count = 0;
+
+  constructor(name: string, help: string, bounds: readonly number[]) {
+    this.name = name;
+    this.help = help;
+    this.#bounds = bounds;
+    this.#counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(value: number): void {
+    const bounds = this.#bounds;
+    let i = 0;
+    while (i < bounds.length && value > bounds[i]!) i++;
+    this.#counts[i]!++;
+    this.#sum += value;
+    this.#count++;
+  }
+
+  reset(): void {
+    this.#counts = new Float64Array(this.#bounds.length + 1);
+    this.#sum = 0;
+    this.#count = 0;
+  }
+
+  get(): { name: string; help: string; type: 'histogram'; values: MetricValueWithName<string>[]; aggregator: 'sum' } {
+    const bucket = `${this.name}_bucket`;
+    const values: MetricValueWithName<string>[] = [];
+    let cumulative = 0;
+    for (let i = 0; i < this.#bounds.length; i++) {
+      cumulative += this.#counts[i]!;
+      values.push({ labels: { le: this.#bounds[i]! }, value: cumulative, metricName: bucket });
+    }
+    values.push(
+      { labels: { le: '+Inf' }, value: this.#count, metricName: bucket },
+      { labels: {}, value: this.#sum, metricName: `${this.name}_sum` },
+      { labels: {}, value: this.#count, metricName: `${this.name}_count` },
+    );
+    return { name: this.name, help: this.help, type: 'histogram', values, aggregator: 'sum' };
+  }
 }
