@@ -254,19 +254,52 @@ function chunkCountOf(meta: ObjectMeta): number {
 
 function noop(): void {}
 
+/** Values up to this size are copied into Node's shared buffer pool, like any socket read. */
+const SMALL_VALUE_BYTES = 4096;
+/** Read buffers kept for reuse per store (at the default 64 KiB chunk size: 4 MiB). */
+const READ_POOL_BUFFERS = 64;
+
+/**
+ * Reusable buffers for chunk reads. A 64 KiB hit used to allocate a 64 KiB ArrayBuffer, and the
+ * garbage collector then spent more time on those than the read itself took. A buffer is lent by
+ * `take()` and comes back through `release()` only from a caller that owned it alone (the
+ * engine's write of it finished); one not given back is simply collected.
+ */
+class ReadBufferPool {
+  readonly #size: number;
+  readonly #free: ArrayBuffer[] = [];
+  readonly #lent = new WeakSet<Buffer>();
+
+  constructor(size: number) {
+    this.#size = size;
+  }
+
+  /** A Buffer of `length` bytes (at most the pool's size), contents undefined. */
+  take(length: number): Buffer {
+    const buffer = Buffer.from(this.#free.pop() ?? new ArrayBuffer(this.#size), 0, length);
+    this.#lent.add(buffer);
+    return buffer;
+  }
+
+  release(buffer: Buffer): void {
+    // `delete` is true once per lent Buffer: a second release of it cannot hand it out twice.
+    if (this.#lent.delete(buffer) && this.#free.length < READ_POOL_BUFFERS) this.#free.push(buffer.buffer as ArrayBuffer);
+  }
+}
+
 /**
  * A copy of the value at `key`: the caller keeps it past this read (a socket write), so lmdb-js's
  * reusable read buffer cannot be handed out. Cheaper than lmdb-js's `getBinary`, whose copy
  * zero-fills a new ArrayBuffer first: small values come from Node's buffer pool (like any socket
- * read), larger ones get an unzeroed buffer of their own. `TieredStore` copies a pooled chunk out
- * before the memory tier keeps it.
+ * read), larger ones from the store's `ReadBufferPool`. `TieredStore` copies a chunk out before
+ * the memory tier keeps it.
  */
-function readCopy(db: Database<Buffer, Buffer>, key: Buffer): Buffer | undefined {
+function readCopy(db: Database<Buffer, Buffer>, key: Buffer, pool: ReadBufferPool, poolSize: number): Buffer | undefined {
   const bytes = db.getBinaryFast(key);
   if (bytes === undefined) return undefined;
   // lmdb-js sets `length` to the value's size on its read buffer; the view below is explicit.
   const size = bytes.length;
-  const copy = Buffer.allocUnsafe(size);
+  const copy = size > SMALL_VALUE_BYTES && size <= poolSize ? pool.take(size) : Buffer.allocUnsafe(size);
   copy.set(new Uint8Array(bytes.buffer, bytes.byteOffset, size));
   return copy;
 }
@@ -315,6 +348,7 @@ function handleCommitError(error: unknown): void {
 let internals: {
   readonly dbs: (store: LmdbStore) => Databases;
   readonly readChunk: (store: LmdbStore, id: Buffer, index: number) => Buffer | undefined;
+  readonly releaseChunk: (store: LmdbStore, chunk: Buffer) => void;
   readonly register: (store: LmdbStore, id: Buffer) => Promise<unknown>;
   readonly commit: (
     store: LmdbStore,
@@ -366,12 +400,14 @@ export class LmdbStore implements CacheStore {
   #dropping = new Set<string>();
   /** Per cache key: hashes and decoded meta records for the hit path (see `KeyMemo`). */
   #memo = new Map<string, KeyMemo>();
+  #readPool: ReadBufferPool;
 
   static {
     internals = {
       dbs: (store) => store.#dbs,
       readChunk: (store, id, index) =>
-        store.#closed ? undefined : readCopy(store.#dbs.chunks, chunkKey(id, index)),
+        store.#closed ? undefined : readCopy(store.#dbs.chunks, chunkKey(id, index), store.#readPool, store.chunkSize),
+      releaseChunk: (store, chunk) => store.#readPool.release(chunk),
       register: (store, id) => store.#register(id),
       commit: (store, meta, id, registered, tail, tailIndex) =>
         store.#commit(meta, id, registered, tail, tailIndex),
@@ -467,6 +503,7 @@ export class LmdbStore implements CacheStore {
     this.maxBytes = maxBytes;
     this.maxObjectBytes = maxObjectBytes;
     this.chunkSize = chunkSize;
+    this.#readPool = new ReadBufferPool(chunkSize);
     this.#now = options.now ?? Date.now;
     this.#root = root;
     this.#dbs = dbs;
@@ -850,6 +887,10 @@ class LmdbObject implements SyncCachedObject {
     if (index < 0 || index >= this.chunkCount) return undefined;
     // `undefined` once the body is gone (evicted, purged or replaced while being read).
     return internals.readChunk(this.#store, this.#id, index);
+  }
+
+  release(chunk: Buffer): void {
+    internals.releaseChunk(this.#store, chunk);
   }
 }
 

@@ -53,6 +53,12 @@ export interface CachedObject {
    * read): the caller must treat the object as a miss, never serve a truncated body as complete.
    */
   chunk(index: number): MaybePromise<Buffer | undefined>;
+  /**
+   * Optional: hand back a Buffer that `chunk()` returned, once nothing holds it any more (it was
+   * written to a socket and the write completed). A tier that reads into reusable buffers (LMDB)
+   * takes it back; a Buffer it did not lend, or one given back twice, is ignored.
+   */
+  release?(chunk: Buffer): void;
 }
 
 /** Writes one object. Nothing is visible to readers until `commit()` resolves. */

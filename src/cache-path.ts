@@ -48,6 +48,8 @@ type MaybePromise<T> = T | Promise<T>;
 export interface ChunkSource {
   read(): Buffer | null | undefined | Promise<Buffer | null | undefined>;
   cancel(): void;
+  /** Optional: a chunk `read()` gave is no longer held by anyone (see `CachedObject.release`). */
+  release?(chunk: Buffer): void;
 }
 
 const EMPTY_SOURCE: ChunkSource = { read: () => null, cancel: () => undefined };
@@ -132,6 +134,11 @@ class StoredSource implements ChunkSource {
   }
 
   cancel(): void {}
+
+  release(chunk: Buffer): void {
+    // Only a whole chunk is the object's own Buffer; a range's view of it is never given back.
+    this.#object.release?.(chunk);
+  }
 }
 
 /** A multipart/byteranges body from a stored object (RFC 9110 §14.6). */

@@ -744,29 +744,36 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       return false;
     }
     const { plan, proxy } = this.engine;
-    let out: Buffer | null = chunk;
-    if (plan.responseBodyFilter) {
-      const r = proxy.responseBodyFilter(session, chunk, false, this.ctx);
-      if (isThenable(r)) {
-        r.then(
-          (v) => {
-            if (this.#writeLocal(resolveChunk(v, chunk))) this.#pumpLocal();
-          },
-          (error: unknown) => this.#bodyFailed(error),
-        );
-        return false;
-      }
-      out = resolveChunk(r, chunk);
+    if (!plan.responseBodyFilter) return this.#writeLocal(chunk, this.#local);
+    // The filter may keep the chunk: it is never given back to the source.
+    const r = proxy.responseBodyFilter(session, chunk, false, this.ctx);
+    if (isThenable(r)) {
+      r.then(
+        (v) => {
+          if (this.#writeLocal(resolveChunk(v, chunk), null)) this.#pumpLocal();
+        },
+        (error: unknown) => this.#bodyFailed(error),
+      );
+      return false;
     }
-    return this.#writeLocal(out);
+    return this.#writeLocal(resolveChunk(r, chunk), null);
   }
 
-  #writeLocal(chunk: Buffer | null): boolean {
+  /**
+   * Write a local chunk. `owner` is the source the chunk came from when nothing else can hold it
+   * (no body filter saw it): over HTTP/1.1 it gets the chunk back once the socket has taken it.
+   */
+  #writeLocal(chunk: Buffer | null, owner: ChunkSource | null): boolean {
     if (chunk === null || chunk.length === 0) return true;
     const session = this.session;
     session.bytesSent += chunk.length;
-    if (session.response.write(chunk)) return true;
-    session.response.once('drain', onResponseDrain);
+    const res = session.response;
+    const written =
+      owner?.release !== undefined && session.request.httpVersionMajor === 1
+        ? res.write(chunk, () => owner.release!(chunk))
+        : res.write(chunk);
+    if (written) return true;
+    res.once('drain', onResponseDrain);
     return false;
   }
 

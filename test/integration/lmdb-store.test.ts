@@ -254,4 +254,30 @@ void describe('LmdbStore', () => {
     });
     await store.close();
   });
+
+  void it('lends large chunk reads from a pool: a released chunk is reused, never lent twice, a view is ignored', async () => {
+    const dir = await tempDir();
+    const store = await LmdbStore.open({ path: dir, maxBytes: 4 * 1024 * 1024, chunkSize: 16 * 1024 });
+    const bodies = ['/a', '/b', '/c'].map((key, i) => Buffer.alloc(16 * 1024, 0x61 + i));
+    const metas = await Promise.all(['/a', '/b', '/c'].map((key, i) => write(store, objectMeta(key), bodies[i]!)));
+    const chunkOf = (i: number): Buffer => store.open(metas[i]!)!.chunk(0)!;
+    const release = (i: number, chunk: Buffer): void => store.open(metas[i]!)!.release!(chunk);
+
+    const a = chunkOf(0);
+    assert.deepEqual(a, bodies[0]);
+    release(0, a);
+    release(0, a); // a second release of the same Buffer must not put it in the pool twice
+    const b = chunkOf(1);
+    assert.equal(b.buffer, a.buffer, 'the released buffer is lent again');
+    assert.deepEqual(b, bodies[1]);
+    const c = chunkOf(2);
+    assert.notEqual(c.buffer, b.buffer, 'one release, one reuse: b is still lent');
+    assert.deepEqual(b, bodies[1], "reading c did not touch b's bytes");
+    assert.deepEqual(c, bodies[2]);
+
+    release(2, c.subarray(0, 100)); // a range's view is not the lent Buffer
+    assert.notEqual(chunkOf(0).buffer, c.buffer);
+    assert.deepEqual(c, bodies[2]);
+    await store.close();
+  });
 });
