@@ -100,6 +100,11 @@ function fence(map: Map<string, Promise<void>>, key: string, done: Promise<void>
 
 /** A stored body, optionally cut to one byte range; reads go straight to the chunk index needed. */
 class StoredSource implements ChunkSource {
+  /**
+   * Set only when the tier takes chunks back (LMDB), so a memory hit's writes carry no callback.
+   * A range's view of a chunk is not the tier's Buffer: the tier ignores it.
+   */
+  readonly release?: (chunk: Buffer) => void;
   readonly #object: CachedObject;
   readonly #chunkSize: number;
   readonly #end: number;
@@ -114,6 +119,7 @@ class StoredSource implements ChunkSource {
     this.#end = range === undefined ? object.meta.bodyLength - 1 : range.end;
     this.#index = Math.floor(start / size);
     this.#position = start;
+    if (object.release !== undefined) this.release = object.release.bind(object);
   }
 
   read(): Buffer | null | undefined | Promise<Buffer | null | undefined> {
@@ -134,11 +140,6 @@ class StoredSource implements ChunkSource {
   }
 
   cancel(): void {}
-
-  release(chunk: Buffer): void {
-    // Only a whole chunk is the object's own Buffer; a range's view of it is never given back.
-    this.#object.release?.(chunk);
-  }
 }
 
 /** A multipart/byteranges body from a stored object (RFC 9110 §14.6). */
