@@ -73,6 +73,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   #bodyQueue: (Buffer | null)[];
   #trailers: Trailers | null;
   #logged: boolean;
+  #corked: boolean;
 
   constructor(engine: Engine<Ctx>, request: IncomingMessage, response: ServerResponse) {
     this.engine = engine;
@@ -99,6 +100,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     this.#bodyQueue = [];
     this.#trailers = null;
     this.#logged = false;
+    this.#corked = false;
     (response as TaskResponse)[kTask] = this;
     // 'close' fires once; `on` avoids the wrapper closure `once` allocates per request.
     response.on('close', onResponseClose);
@@ -526,14 +528,32 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   #writeChunk(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     const session = this.session;
     session.bytesSent += chunk.length;
-    if (!session.response.write(chunk)) {
+    const res = session.response;
+    if (!this.#corked) {
+      // An origin body over 64 KiB arrives in several socket reads within one event-loop turn
+      // (libuv reads 64 KiB at a time). Corked until the turn's I/O is done, they leave in one
+      // writev instead of one per read; `end()` uncorks at once when the body ends sooner.
+      this.#corked = true;
+      res.cork();
+      setImmediate(uncorkLater, this);
+    }
+    if (!res.write(chunk)) {
       controller.pause();
       session.response.once('drain', onResponseDrain);
     }
   }
 
+  /** Flush what `#writeChunk` held this turn. */
+  uncork(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.session.response.uncork();
+  }
+
   #finishResponse(last: Buffer | null): void {
     const res = this.session.response;
+    // end() below uncorks fully; the pending uncork must not touch the socket's next response.
+    this.#corked = false;
     if (last !== null && last.length > 0) {
       this.session.bytesSent += last.length;
       res.write(last);
@@ -850,6 +870,10 @@ function outcomeOf(error: CairnError): 'connect_error' | 'timeout' | 'error' {
 
 function onResponseClose(this: TaskResponse): void {
   this[kTask]?.closed();
+}
+
+function uncorkLater(task: HttpTask<unknown>): void {
+  task.uncork();
 }
 
 function onResponseDrain(this: TaskResponse): void {

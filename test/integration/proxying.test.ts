@@ -317,6 +317,30 @@ test('trailers from the origin reach the client', LIMIT, async (t) => {
   assert.deepEqual(res.trailers, { 'x-checksum': 'deadbeef', 'x-status': '0' });
 });
 
+test('a streamed body reaches the client as it arrives, not held for the end', LIMIT, async (t) => {
+  // The origin sends its second part only once the client has the first: a proxy that held
+  // chunks back (to batch writes) until the body ended would stall here until the test timed out.
+  let clientHasFirst!: () => void;
+  const firstSeen = new Promise<void>((resolve) => {
+    clientHasFirst = resolve;
+  });
+  const origin = await startOrigin(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: one\n\n');
+    void firstSeen.then(() => res.end('data: two\n\n'));
+  });
+  const cairn = await startCairn(t, new ToPeer(origin.peer()));
+  const client = await RawClient.connect(cairn.port);
+
+  client.write('GET /events HTTP/1.1\r\nHost: a\r\n\r\n');
+  await client.waitFor((s) => s.includes('data: one'));
+  assert.ok(!client.bytes().toString().includes('data: two'), 'the origin has not sent the second part yet');
+  clientHasFirst();
+  const whole = await client.waitFor((s) => s.includes('0\r\n\r\n'));
+  assert.match(whole, /data: one\n\n[\s\S]*data: two\n\n/);
+  client.destroy();
+});
+
 test('a client abort mid-download cancels the origin request', LIMIT, async (t) => {
   let closedEarly!: (early: boolean) => void;
   const originClosed = new Promise<boolean>((resolve) => {
