@@ -93,11 +93,17 @@ interface PendingRecord {
   readonly startedAt: number;
 }
 
+/**
+ * The shared totals. Every transaction that changes a meta record rewrites this record, with a
+ * `stamp` no transaction used before: unchanged bytes here mean an unchanged `meta` database,
+ * which lets a lookup reuse the variants it listed last time (see `KeyMemo.variantsFor`).
+ */
 interface Counters {
   bytes: number;
   objects: number;
   evictions: number;
   seq: number;
+  stamp?: string;
 }
 
 interface Databases {
@@ -113,6 +119,8 @@ interface Databases {
   readonly tags: Database<Buffer, Buffer>;
   readonly urls: Database<Buffer, Buffer>;
   readonly state: Database<Counters, string>;
+  /** The same `state` database read as bytes, to compare the counters record without decoding it. */
+  readonly stateRaw: Database<Buffer, string>;
 }
 
 const COUNTERS_KEY = 'counters';
@@ -160,6 +168,9 @@ class KeyMemo {
   /** The body id last opened under this key, and its bytes. */
   #id: string | undefined = undefined;
   #idBytes: Buffer | undefined = undefined;
+  /** The counters record's bytes when `#variants` was listed, and what the listing found. */
+  #stamp: Buffer | undefined = undefined;
+  #variants: readonly ObjectMeta[] = NO_METAS;
 
   constructor(key: string) {
     this.prefix = digest(key);
@@ -176,6 +187,26 @@ class KeyMemo {
       if (this.metaKeys.size < META_KEYS_PER_KEY) this.metaKeys.set(variant, metaKey);
     }
     return metaKey;
+  }
+
+  /**
+   * The variants last listed for this key, if the counters record (`stamp`: lmdb-js's reusable
+   * read buffer, compared in place) is byte-for-byte what it was then; otherwise `undefined`.
+   */
+  variantsFor(stamp: Buffer): readonly ObjectMeta[] | undefined {
+    const known = this.#stamp;
+    const size = stamp.length;
+    return known !== undefined && known.length === size && known.compare(stamp, 0, size) === 0
+      ? this.#variants
+      : undefined;
+  }
+
+  rememberVariants(stamp: Buffer, variants: readonly ObjectMeta[]): void {
+    const size = stamp.length;
+    const copy = Buffer.allocUnsafeSlow(size);
+    copy.set(new Uint8Array(stamp.buffer, stamp.byteOffset, size));
+    this.#stamp = copy;
+    this.#variants = variants;
   }
 
   /** `objectIdBytes(id)`, remembered for the id last asked for. */
@@ -390,6 +421,8 @@ export class LmdbStore implements CacheStore {
   #root: RootDatabase;
   #dbs: Databases;
   #instance = newObjectId();
+  /** Counters records this instance has written (see `#saveCounters`). */
+  #stamps = 0;
   #orphansCollected = 0;
   #closed = false;
   /** Writers not yet committed or aborted: aborted on close. */
@@ -471,6 +504,7 @@ export class LmdbStore implements CacheStore {
         tags: root.openDB<Buffer, Buffer>({ name: 'tags', encoding: 'binary', keyEncoding: 'binary' }),
         urls: root.openDB<Buffer, Buffer>({ name: 'urls', encoding: 'binary', keyEncoding: 'binary' }),
         state: root.openDB<Counters, string>({ name: 'state', encoding: 'json' }),
+        stateRaw: root.openDB<Buffer, string>({ name: 'state', encoding: 'binary' }),
       };
     } catch (error) {
       throw new CairnError('CAIRN_ERR_CACHE_STORE_OPEN', `cannot open the LMDB cache at ${options.path}`, {
@@ -518,17 +552,37 @@ export class LmdbStore implements CacheStore {
   variants(key: string): readonly ObjectMeta[] {
     if (this.#closed) return NO_METAS;
     const memo = this.#memoOf(key);
-    let metas: ObjectMeta[] | undefined;
+    // A range scan allocates an iterator, a decoder and closures per call, and under load enough
+    // of that outlived a young-generation GC to double the cost of a hit. While no transaction
+    // has changed the meta database (the counters record is unchanged), the last listing holds.
+    const stamp = this.#dbs.stateRaw.getBinaryFast(COUNTERS_KEY);
+    let listed = stamp === undefined ? undefined : memo.variantsFor(stamp);
+    if (listed === undefined) {
+      listed = this.#listVariants(key, memo);
+      // Re-read: the scan reused lmdb-js's read buffer that `stamp` pointed into.
+      const after = this.#dbs.stateRaw.getBinaryFast(COUNTERS_KEY);
+      if (after !== undefined) memo.rememberVariants(after, listed);
+    }
     const now = this.#now();
-    reading = memo;
-    for (const { value } of this.#dbs.metaRead.getRange({ start: memo.prefix, end: memo.end })) {
-      const meta = value.meta;
-      if (meta.key !== key) continue;
+    let metas: ObjectMeta[] | undefined;
+    for (let i = 0; i < listed.length; i++) {
+      const meta = listed[i]!;
       if (meta.expiresAt <= now) {
         this.#dropExpired(meta);
         continue;
       }
       (metas ??= []).push(meta);
+    }
+    return metas === undefined ? NO_METAS : metas.length === listed.length ? listed : metas;
+  }
+
+  /** Every stored variant of `key`, expired or not, from a range scan of its meta records. */
+  #listVariants(key: string, memo: KeyMemo): readonly ObjectMeta[] {
+    let metas: ObjectMeta[] | undefined;
+    reading = memo;
+    for (const { value } of this.#dbs.metaRead.getRange({ start: memo.prefix, end: memo.end })) {
+      const meta = value.meta;
+      if (meta.key === key) (metas ??= []).push(meta);
     }
     return metas ?? NO_METAS;
   }
@@ -586,7 +640,7 @@ export class LmdbStore implements CacheStore {
       counters.bytes += updated.size - record.size;
       this.#index(metaKey, updated);
       this.#evict(counters, 0, metaKey);
-      dbs.state.putSync(COUNTERS_KEY, counters);
+      this.#saveCounters(counters);
       return true;
     });
   }
@@ -710,7 +764,7 @@ export class LmdbStore implements CacheStore {
       counters.bytes += size;
       counters.objects++;
       if (registered) dbs.pending.removeSync(id);
-      dbs.state.putSync(COUNTERS_KEY, counters);
+      this.#saveCounters(counters);
     });
   }
 
@@ -772,7 +826,7 @@ export class LmdbStore implements CacheStore {
       if (record === undefined || record.meta.id !== meta.id || record.meta.expiresAt > this.#now()) return;
       const counters = this.#counters();
       this.#removeRecord(metaKey, record, counters);
-      this.#dbs.state.putSync(COUNTERS_KEY, counters);
+      this.#saveCounters(counters);
     });
     this.#inBackground(work.finally(() => this.#dropping.delete(meta.id)));
   }
@@ -793,6 +847,12 @@ export class LmdbStore implements CacheStore {
     }
   }
 
+  /** Inside a transaction: store the totals under a stamp no other transaction has used. */
+  #saveCounters(counters: Counters): void {
+    counters.stamp = `${this.#instance}.${++this.#stamps}`;
+    this.#dbs.state.putSync(COUNTERS_KEY, counters);
+  }
+
   #counters(): Counters {
     const stored = this.#dbs.state.get(COUNTERS_KEY);
     return stored === undefined
@@ -810,7 +870,7 @@ export class LmdbStore implements CacheStore {
       this.#removeRecord(metaKey, record, counters);
       removed++;
     }
-    if (removed > 0) this.#dbs.state.putSync(COUNTERS_KEY, counters);
+    if (removed > 0) this.#saveCounters(counters);
     return removed;
   }
 

@@ -106,6 +106,38 @@ void describe('LmdbStore', () => {
     await store.close();
   });
 
+  void it('a lookup sees every change another instance made to the variants it listed before', async () => {
+    // Lookups reuse the last listing of a key while the counters record is unchanged; each
+    // change below is made by a second instance (as another worker would) after a listing.
+    const dir = await tempDir();
+    const a = await LmdbStore.open({ path: dir, maxBytes: 3 * 4500, chunkSize: CRASH_CHUNK_SIZE });
+    const b = await LmdbStore.open({ path: dir, maxBytes: 3 * 4500, chunkSize: CRASH_CHUNK_SIZE });
+    const ids = (store: LmdbStore): string[] => store.variants('/v').map((m) => m.id).sort();
+
+    const plain = await write(b, objectMeta('/v'), Buffer.alloc(4000, 1));
+    assert.deepEqual(ids(a), [plain.id]);
+    assert.deepEqual(ids(a), [plain.id], 'listed again, unchanged');
+
+    const gz = await write(b, { ...objectMeta('/v'), variant: 'accept-encoding=gzip' }, Buffer.alloc(4000, 2));
+    assert.deepEqual(ids(a), [plain.id, gz.id].sort(), 'a variant added');
+
+    assert.equal(await b.updateMeta({ ...gz, expiresAt: 5 }), true);
+    assert.deepEqual(ids(a), [plain.id], 'a variant whose new meta has it expired');
+
+    assert.equal(await b.delete('/v', ''), 1);
+    assert.deepEqual(ids(a), [], 'both gone: one deleted, one expired');
+
+    const again = await write(b, objectMeta('/v'), Buffer.alloc(4000, 3));
+    assert.deepEqual(ids(a), [again.id], 'stored again under a new id');
+    assert.deepEqual(read(a, a.variants('/v')[0]!), Buffer.alloc(4000, 3));
+
+    // Evicted by writes of other keys (the limit holds three objects).
+    for (let i = 0; i < 3; i++) await write(b, objectMeta(`/other/${i}`), Buffer.alloc(4000, 4));
+    assert.deepEqual(ids(a), [], 'evicted');
+    await a.close();
+    await b.close();
+  });
+
   void it('drops an expired object on access and frees its bytes', async () => {
     const dir = await tempDir();
     let now = 1_000;
