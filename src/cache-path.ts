@@ -31,7 +31,7 @@ import { contentRange, ifRangeMatches, multipartPlan, planRange, unsatisfiedCont
 import type { CacheWriter, CachedObject, ObjectMeta, StoredHeaders } from '../cache/store.ts';
 import { CairnError } from './errors.ts';
 import type { HeaderMap } from './headers.ts';
-import { headerValue, stripHopByHop, upstreamRequestHeaders } from './headers.ts';
+import { headerValue, upstreamRequestHeaders, withoutHopByHop } from './headers.ts';
 import type { HttpTask } from './http-task.ts';
 import { isThenable } from './request-phases.ts';
 import type { HttpPeer } from './peer.ts';
@@ -975,12 +975,12 @@ class BackgroundRevalidation<Ctx> implements Dispatcher.DispatchHandler {
   onResponseStart(
     controller: Dispatcher.DispatchController,
     statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
+    originHeaders: Record<string, string | string[] | undefined>,
   ): void {
     const owner = this.#owner;
     const cache = owner.cache;
     const { session } = owner.task;
-    stripHopByHop(headers);
+    const headers = withoutHopByHop(originHeaders);
     const timing = { requestTime: this.#requestTime, responseTime: Date.now() };
     const request = { method: 'GET', headers: session.headers as never };
     if (statusCode === 304) {

@@ -34,16 +34,35 @@ export function isHopByHop(name: string): boolean {
  */
 export function stripHopByHop(headers: HeaderMap): void {
   const connection = headers.connection;
-  if (connection !== undefined) {
-    for (const name of connectionTokens(connection)) delete headers[name];
+  const named = connection === undefined ? undefined : connectionTokens(connection);
+  if (named !== undefined) {
+    for (const name of named) delete headers[name];
   }
   for (const name of HOP_BY_HOP) {
     if (headers[name] !== undefined) delete headers[name];
   }
 }
 
+/**
+ * A copy of `headers` without the hop-by-hop fields, for the engine's hot paths. Copying the
+ * fields that may cross is about a microsecond cheaper per response than deleting in place: the
+ * deletes turn the map into a V8 dictionary, slower for every later write and for `writeHead`.
+ */
+export function withoutHopByHop(headers: HeaderMap): HeaderMap {
+  const connection = headers.connection;
+  const named = connection === undefined ? undefined : connectionTokens(connection);
+  const out: HeaderMap = {};
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || (named !== undefined && named.has(name))) continue;
+    out[name] = headers[name];
+  }
+  return out;
+}
+
 /** The field names listed in a `Connection` header (lower-case; `close` and `keep-alive` are options, not fields). */
-function connectionTokens(connection: string | string[]): Set<string> {
+function connectionTokens(connection: string | string[]): ReadonlySet<string> | undefined {
+  // What nearly every HTTP/1.1 peer sends: options only, no field names.
+  if (connection === 'keep-alive' || connection === 'close') return undefined;
   const names = new Set<string>();
   const list = Array.isArray(connection) ? connection.join(',') : connection;
   for (const token of list.split(',')) {
@@ -75,15 +94,7 @@ export function upstreamRequestHeaders(
   scheme: string,
   options: ForwardingOptions,
 ): HeaderMap {
-  // Copy only what may cross, instead of copying everything and deleting: `delete` would put the
-  // object into V8's slow dictionary mode for the rest of its life on the hot path.
-  const connection = source.connection;
-  const named = connection === undefined ? undefined : connectionTokens(connection);
-  const headers: HeaderMap = {};
-  for (const name in source) {
-    if (HOP_BY_HOP.has(name) || (named !== undefined && named.has(name))) continue;
-    headers[name] = source[name];
-  }
+  const headers = withoutHopByHop(source);
   if (options.via !== false) appendField(headers, 'via', options.via);
   const host = source.host;
   if (options.xForwarded) {

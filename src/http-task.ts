@@ -11,7 +11,7 @@ import type { HttpCache } from '../cache/http-cache.ts';
 import type { ChunkSource } from './cache-path.ts';
 import { CacheRequest } from './cache-path.ts';
 import { CairnError, isCairnError } from './errors.ts';
-import { appendField, stripHopByHop, upstreamRequestHeaders } from './headers.ts';
+import { appendField, upstreamRequestHeaders, withoutHopByHop } from './headers.ts';
 import type { Engine } from './engine.ts';
 import type { HttpPeer } from './peer.ts';
 import type { BodyFilterResult, ResponseHead, UpstreamRequest } from './proxy-http.ts';
@@ -74,6 +74,8 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   #trailers: Trailers | null;
   #logged: boolean;
   #corked: boolean;
+  /** Body bytes the response head announced and `#writeChunk` has not written yet; -1: unknown. */
+  #bodyLeft: number;
 
   constructor(engine: Engine<Ctx>, request: IncomingMessage, response: ServerResponse) {
     this.engine = engine;
@@ -101,6 +103,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     this.#trailers = null;
     this.#logged = false;
     this.#corked = false;
+    this.#bodyLeft = -1;
     (response as TaskResponse)[kTask] = this;
     // 'close' fires once; `on` avoids the wrapper closure `once` allocates per request.
     response.on('close', onResponseClose);
@@ -270,7 +273,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   onResponseStart(
     controller: Dispatcher.DispatchController,
     statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
+    originHeaders: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
     this.#controller = controller;
@@ -283,9 +286,8 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       this.#cache?.abandon(session.error);
       return;
     }
-    stripHopByHop(headers);
     this.#statusMessage = statusMessage;
-    const head: ResponseHead = { status: statusCode, headers };
+    const head: ResponseHead = { status: statusCode, headers: withoutHopByHop(originHeaders) };
     if (engine.plan.upstreamResponseFilter) {
       let r: void | Promise<void>;
       try {
@@ -380,6 +382,8 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       return;
     }
     session.status = head.status;
+    const length = headers['content-length'];
+    this.#bodyLeft = typeof length === 'string' ? Number(length) : -1;
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -529,10 +533,12 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const session = this.session;
     session.bytesSent += chunk.length;
     const res = session.response;
-    if (!this.#corked) {
+    if (this.#bodyLeft >= 0) this.#bodyLeft -= chunk.length;
+    if (!this.#corked && this.#bodyLeft !== 0) {
       // An origin body over 64 KiB arrives in several socket reads within one event-loop turn
       // (libuv reads 64 KiB at a time). Corked until the turn's I/O is done, they leave in one
-      // writev instead of one per read; `end()` uncorks at once when the body ends sooner.
+      // writev instead of one per read; `end()` uncorks at once when the body ends sooner. A
+      // chunk that completes the announced length is not held: the end follows it.
       this.#corked = true;
       res.cork();
       setImmediate(uncorkLater, this);

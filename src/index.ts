@@ -24,7 +24,7 @@ export type { AdminHandler } from './admin.ts';
 export { CairnMetrics } from './metrics.ts';
 export { createLogger, LOG_LEVELS } from './logger.ts';
 export type { LogLevel } from './logger.ts';
-export { appendField, headerValue, isHopByHop, stripHopByHop } from './headers.ts';
+export { appendField, headerValue, isHopByHop, stripHopByHop, withoutHopByHop } from './headers.ts';
 export type { ForwardingOptions, HeaderMap } from './headers.ts';
 
 // The cache: a store (memory, LMDB, tiered), the HttpCache a proxy returns from requestCacheFilter,
