@@ -558,8 +558,9 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
 
   #finishResponse(last: Buffer | null): void {
     const res = this.session.response;
-    // end() below uncorks fully; the pending uncork must not touch the socket's next response.
-    this.#corked = false;
+    // Flush what this turn held before the end: on Node 24, end() writes a chunked body's last
+    // chunk ahead of chunks still held by the response's cork. The pending uncork then does nothing.
+    this.uncork();
     if (last !== null && last.length > 0) {
       this.session.bytesSent += last.length;
       res.write(last);
