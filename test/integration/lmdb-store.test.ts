@@ -5,6 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { LmdbStore } from '../../cache/lmdb-store.ts';
 import type { NewObjectMeta, ObjectMeta } from '../../cache/store.ts';
@@ -112,28 +113,33 @@ void describe('LmdbStore', () => {
     const dir = await tempDir();
     const a = await LmdbStore.open({ path: dir, maxBytes: 3 * 4500, chunkSize: CRASH_CHUNK_SIZE });
     const b = await LmdbStore.open({ path: dir, maxBytes: 3 * 4500, chunkSize: CRASH_CHUNK_SIZE });
-    const ids = (store: LmdbStore): string[] => store.variants('/v').map((m) => m.id).sort();
+    // Another writer's commit is visible from the reader's next event-loop turn (lmdb-js renews
+    // its read snapshot on a timer), as between two processes: wait for it before each look.
+    const ids = async (store: LmdbStore): Promise<string[]> => {
+      await sleep(5);
+      return store.variants('/v').map((m) => m.id).sort();
+    };
 
     const plain = await write(b, objectMeta('/v'), Buffer.alloc(4000, 1));
-    assert.deepEqual(ids(a), [plain.id]);
-    assert.deepEqual(ids(a), [plain.id], 'listed again, unchanged');
+    assert.deepEqual(await ids(a), [plain.id]);
+    assert.deepEqual(await ids(a), [plain.id], 'listed again, unchanged');
 
     const gz = await write(b, { ...objectMeta('/v'), variant: 'accept-encoding=gzip' }, Buffer.alloc(4000, 2));
-    assert.deepEqual(ids(a), [plain.id, gz.id].sort(), 'a variant added');
+    assert.deepEqual(await ids(a), [plain.id, gz.id].sort(), 'a variant added');
 
     assert.equal(await b.updateMeta({ ...gz, expiresAt: 5 }), true);
-    assert.deepEqual(ids(a), [plain.id], 'a variant whose new meta has it expired');
+    assert.deepEqual(await ids(a), [plain.id], 'a variant whose new meta has it expired');
 
     assert.equal(await b.delete('/v', ''), 1);
-    assert.deepEqual(ids(a), [], 'both gone: one deleted, one expired');
+    assert.deepEqual(await ids(a), [], 'both gone: one deleted, one expired');
 
     const again = await write(b, objectMeta('/v'), Buffer.alloc(4000, 3));
-    assert.deepEqual(ids(a), [again.id], 'stored again under a new id');
+    assert.deepEqual(await ids(a), [again.id], 'stored again under a new id');
     assert.deepEqual(read(a, a.variants('/v')[0]!), Buffer.alloc(4000, 3));
 
     // Evicted by writes of other keys (the limit holds three objects).
     for (let i = 0; i < 3; i++) await write(b, objectMeta(`/other/${i}`), Buffer.alloc(4000, 4));
-    assert.deepEqual(ids(a), [], 'evicted');
+    assert.deepEqual(await ids(a), [], 'evicted');
     await a.close();
     await b.close();
   });
