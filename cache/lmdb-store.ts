@@ -195,17 +195,11 @@ class KeyMemo {
    */
   variantsFor(stamp: Buffer): readonly ObjectMeta[] | undefined {
     const known = this.#stamp;
-    const size = stamp.length;
-    return known !== undefined && known.length === size && known.compare(stamp, 0, size) === 0
-      ? this.#variants
-      : undefined;
+    return known !== undefined && sameBytes(known, stamp) ? this.#variants : undefined;
   }
 
   rememberVariants(stamp: Buffer, variants: readonly ObjectMeta[]): void {
-    const size = stamp.length;
-    const copy = Buffer.allocUnsafeSlow(size);
-    copy.set(new Uint8Array(stamp.buffer, stamp.byteOffset, size));
-    this.#stamp = copy;
+    this.#stamp = ownCopy(stamp);
     this.#variants = variants;
   }
 
@@ -224,20 +218,34 @@ class KeyMemo {
    * only when it is new.
    */
   decode(bytes: Buffer): StoredRecord {
-    const size = bytes.length;
     const decoded = this.decoded;
     for (let i = 0; i < decoded.length; i++) {
       const d = decoded[i]!;
-      if (d.raw.length === size && d.raw.compare(bytes, 0, size) === 0) return d.record;
+      if (sameBytes(d.raw, bytes)) return d.record;
     }
-    // An explicit view: Buffer#copy trusts `length`, which lmdb-js overrides on its read buffer.
-    const raw = Buffer.allocUnsafeSlow(size);
-    raw.set(new Uint8Array(bytes.buffer, bytes.byteOffset, size));
+    const raw = ownCopy(bytes);
     const record = JSON.parse(raw.toString('utf8')) as StoredRecord;
     if (decoded.length >= DECODED_PER_KEY) decoded.shift();
     decoded.push({ raw, record });
     return record;
   }
+}
+
+/** True when `kept` holds exactly the bytes of `read` (lmdb-js's read buffer: its `length` is the value's size). */
+function sameBytes(kept: Buffer, read: Buffer): boolean {
+  const size = read.length;
+  return kept.length === size && kept.compare(read, 0, size) === 0;
+}
+
+/**
+ * A copy of a value in lmdb-js's reusable read buffer, to keep past the next read. An explicit
+ * view: Buffer#copy trusts `length`, which lmdb-js overrides on that buffer.
+ */
+function ownCopy(read: Buffer): Buffer {
+  const size = read.length;
+  const copy = Buffer.allocUnsafeSlow(size);
+  copy.set(new Uint8Array(read.buffer, read.byteOffset, size));
+  return copy;
 }
 
 /** The memo of the key a `metaRead` read is for, set just before the (synchronous) read. */

@@ -35,9 +35,7 @@ export function isHopByHop(name: string): boolean {
 export function stripHopByHop(headers: HeaderMap): void {
   const connection = headers.connection;
   const named = connection === undefined ? undefined : connectionTokens(connection);
-  if (named !== undefined) {
-    for (const name of named) delete headers[name];
-  }
+  if (named !== undefined) for (const name of named) delete headers[name];
   for (const name of HOP_BY_HOP) {
     if (headers[name] !== undefined) delete headers[name];
   }

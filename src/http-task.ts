@@ -545,7 +545,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     }
     if (!res.write(chunk)) {
       controller.pause();
-      session.response.once('drain', onResponseDrain);
+      res.once('drain', onResponseDrain);
     }
   }
 
