@@ -23,6 +23,24 @@ const LOOKUP_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
  * ```
  */
 export function normaliseHost(host: string, scheme: string): string {
+  // A site sees few distinct Host values, each on most of its requests: remember the last ones
+  // (bounded) rather than re-parse the same string per request.
+  const memo = scheme === 'https' ? httpsHosts : scheme === 'http' ? httpHosts : undefined;
+  if (memo === undefined) return parseHost(host, scheme);
+  let h = memo.get(host);
+  if (h === undefined) {
+    h = parseHost(host, scheme);
+    if (memo.size >= HOST_MEMO_MAX) memo.clear();
+    memo.set(host, h);
+  }
+  return h;
+}
+
+const httpHosts = new Map<string, string>();
+const httpsHosts = new Map<string, string>();
+const HOST_MEMO_MAX = 1024;
+
+function parseHost(host: string, scheme: string): string {
   let h = host.trim().toLowerCase();
   if (h === '' || h.includes('/') || h.includes('@') || h.includes(' ')) return '';
   let port = '';
@@ -50,7 +68,7 @@ export function normaliseHost(host: string, scheme: string): string {
  * ```
  */
 export function cacheKey(scheme: string, host: string, pathAndQuery: string): string | undefined {
-  const s = scheme.toLowerCase();
+  const s = scheme === 'http' || scheme === 'https' ? scheme : scheme.toLowerCase();
   const h = normaliseHost(host, s);
   if (h === '') return undefined;
   const p = pathAndQuery === '' ? '/' : pathAndQuery.charCodeAt(0) === 47 ? pathAndQuery : `/${pathAndQuery}`;

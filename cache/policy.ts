@@ -648,6 +648,46 @@ export function clientHeaders(headers: HeaderMap, age: string | undefined, optio
   return out;
 }
 
+/** Per stored header map: the fields `clientHeaders` keeps, for one set of hidden fields. */
+interface ClientFields {
+  readonly hidden: ReadonlySet<string>;
+  readonly names: readonly string[];
+  readonly values: readonly (string | readonly string[])[];
+}
+
+const CLIENT_FIELDS = new WeakMap<HeaderMap, ClientFields>();
+
+/**
+ * `clientHeaders` for a stored response's own headers, which never change once stored (a 304
+ * merge makes a new map): which fields to keep is decided on the first hit, later hits only copy.
+ *
+ * @example
+ * ```ts
+ * const out = storedClientHeaders(meta.headers, policy.ageHeader(now), opts);
+ * ```
+ */
+export function storedClientHeaders(
+  headers: StoredHeaders,
+  age: string | undefined,
+  options: ResolvedPolicyOptions,
+): StoredHeaders {
+  let fields = CLIENT_FIELDS.get(headers);
+  if (fields === undefined || fields.hidden !== options.hiddenResponseHeaders) {
+    const kept = clientHeaders(headers, undefined, options);
+    fields = { hidden: options.hiddenResponseHeaders, names: Object.keys(kept), values: Object.values(kept) };
+    CLIENT_FIELDS.set(headers, fields);
+  }
+  const out: StoredHeaders = {};
+  const { names, values } = fields;
+  for (let i = 0; i < names.length; i++) {
+    const v = values[i]!;
+    // Arrays are copied, so a hook that changes one cannot change what is stored.
+    out[names[i]!] = typeof v === 'string' ? v : [...v];
+  }
+  if (age !== undefined) out['age'] = age;
+  return out;
+}
+
 /** Conditional request fields a client may send; the engine replaces them with Cairn's own when revalidating. */
 export const CONDITIONAL_REQUEST_HEADERS: readonly string[] = Object.freeze([
   'if-match',

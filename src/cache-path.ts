@@ -18,6 +18,7 @@ import {
   CONDITIONAL_REQUEST_HEADERS,
   StoredPolicy,
   clientHeaders,
+  storedClientHeaders,
   evaluateResponse,
   invalidationKeys,
   mergeNotModified,
@@ -326,7 +327,9 @@ export class CacheRequest<Ctx> {
       return false;
     }
     this.key = key;
-    const invalidating = FENCES.get(this.cache)?.invalidations.get(key);
+    const invalidations = FENCES.get(this.cache)?.invalidations;
+    // Nearly always empty: skip hashing the key then.
+    const invalidating = invalidations === undefined || invalidations.size === 0 ? undefined : invalidations.get(key);
     if (invalidating !== undefined) return invalidating.then(() => this.#lookupKey(key));
     return this.#lookupKey(key);
   }
@@ -386,14 +389,14 @@ export class CacheRequest<Ctx> {
     const status = this.cache.status;
     switch (decision.kind) {
       case 'fresh':
-        return this.#serveStored(meta, policy, status.hit(decision.ttl), 'hit', undefined);
+        return this.#serveStored(meta, policy, status.hit(decision.ttl), 'hit', undefined, now);
       case 'stale-allowed':
-        return this.#serveStored(meta, policy, status.staleHit(decision.ttl), 'stale', undefined);
+        return this.#serveStored(meta, policy, status.staleHit(decision.ttl), 'stale', undefined, now);
       case 'stale-while-revalidate': {
         const allowed = plan.shouldServeStale ? proxy.shouldServeStale(session, ctx, undefined, true) : true;
         if (allowed) {
           this.#revalidateInBackground(meta);
-          return this.#serveStored(meta, policy, status.staleHit(decision.ttl), 'stale', undefined);
+          return this.#serveStored(meta, policy, status.staleHit(decision.ttl), 'stale', undefined, now);
         }
         this.#prepareRevalidation(meta, policy.staleIfErrorUntil(this.#requestCacheControl(), options));
         return false;
@@ -505,10 +508,13 @@ export class CacheRequest<Ctx> {
     cacheStatus: string,
     result: LookupResult,
     headers: StoredHeaders | undefined,
+    now: number,
   ): MaybePromise<boolean> {
     const opened = this.cache.store.open(meta);
-    if (isThenable(opened)) return opened.then((o) => this.#serveOpened(o, meta, policy, cacheStatus, result, headers));
-    return this.#serveOpened(opened, meta, policy, cacheStatus, result, headers);
+    if (isThenable(opened)) {
+      return opened.then((o) => this.#serveOpened(o, meta, policy, cacheStatus, result, headers, Date.now()));
+    }
+    return this.#serveOpened(opened, meta, policy, cacheStatus, result, headers, now);
   }
 
   #serveOpened(
@@ -518,6 +524,7 @@ export class CacheRequest<Ctx> {
     cacheStatus: string,
     result: LookupResult,
     headers: StoredHeaders | undefined,
+    now: number,
   ): MaybePromise<boolean> {
     if (object === undefined) {
       // Evicted between lookup and open: a miss after all.
@@ -529,7 +536,9 @@ export class CacheRequest<Ctx> {
     const session = this.task.session;
     session.cacheStatus = cacheStatus;
     this.#count(result);
-    const out = clientHeaders(headers ?? meta.headers, policy.ageHeader(Date.now()), this.cache.policy);
+    const age = policy.ageHeader(now);
+    const options = this.cache.policy;
+    const out = headers === undefined ? storedClientHeaders(meta.headers, age, options) : clientHeaders(headers, age, options);
     // The stored length is known even when the origin sent the body chunked: say it, so clients
     // (and the next cache) need not read to the end to know the size.
     if (out['content-length'] === undefined && meta.status !== 204 && meta.status !== 304) {
@@ -741,7 +750,7 @@ export class CacheRequest<Ctx> {
     }
     if (policy === undefined) return false;
     const status = this.cache.status.forward('stale', { fwdStatus: 304 });
-    const served = this.#serveStored(stored, policy, status, 'revalidated', headers);
+    const served = this.#serveStored(stored, policy, status, 'revalidated', headers, Date.now());
     if (isThenable(served)) served.catch((error: unknown) => void this.task.fail(asCairn(error)));
     return true;
   }
@@ -760,7 +769,7 @@ export class CacheRequest<Ctx> {
       ...(fwdStatus === undefined ? {} : { fwdStatus }),
       detail: 'stale-if-error',
     });
-    const served = this.#serveStored(stored, policy, status, 'stale', undefined);
+    const served = this.#serveStored(stored, policy, status, 'stale', undefined, Date.now());
     if (isThenable(served)) served.catch((failure: unknown) => void this.task.fail(asCairn(failure)));
     return true;
   }

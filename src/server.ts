@@ -369,6 +369,8 @@ function flushQuietly(logger: Logger): void {
 // RFC 3986 §3.2.2 host (IP-literal or reg-name, percent-encoded allowed) and §3.2.3 port: what a
 // Host field value (RFC 9110 §7.2) or an absolute-form authority may be. No userinfo.
 const HOST_VALUE = /^(?:\[[0-9A-Za-z:._~%!$&'()*+,;=-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?$/;
+/** The last Host value that passed HOST_VALUE: most requests repeat it, and it stays valid. */
+let lastGoodHost = '';
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)([^#]*)$/i;
 
 /** Connections on which a request was refused: anything pipelined after it is dropped. */
@@ -401,7 +403,10 @@ function screenRequest(req: IncomingMessage): number {
   if (hosts > 1) return 400;
   if (host === undefined) {
     if (req.httpVersionMinor === 1) return 400;
-  } else if (!HOST_VALUE.test(host)) return 400;
+  } else if (host !== lastGoodHost) {
+    if (!HOST_VALUE.test(host)) return 400;
+    lastGoodHost = host;
+  }
   const target = req.url ?? '';
   if (target.charCodeAt(0) === 0x2f /* '/' */) return 0;
   // RFC 9112 §3.2.4: asterisk-form is for OPTIONS only.

@@ -39,8 +39,6 @@ export class Session {
   readonly request: IncomingMessage;
   /** The raw Node response. Prefer `respond()`; the engine writes it otherwise. */
   readonly response: ServerResponse;
-  /** Request id: the client's `X-Request-Id` when it is well formed, else a generated one. */
-  readonly id: string;
   readonly method: string;
   /** The request target as sent (path and query). */
   readonly path: string;
@@ -71,6 +69,10 @@ export class Session {
   error: CairnError | undefined;
   /** The `Cache-Status` value sent, when the cache took part. */
   cacheStatus: string | undefined;
+  /** Made on first use: most requests are never logged one by one. */
+  #id: string | undefined;
+  /** `X-Request-Id` as the request arrived (hooks may change `headers` later). */
+  readonly #givenId: string | string[] | undefined;
 
   constructor(
     request: IncomingMessage,
@@ -81,9 +83,6 @@ export class Session {
   ) {
     this.request = request;
     this.response = response;
-    const given = request.headers['x-request-id'];
-    this.id =
-      typeof given === 'string' && VALID_REQUEST_ID.test(given) ? given : `${ID_PREFIX}-${(++idCounter).toString(36)}`;
     this.method = request.method ?? 'GET';
     this.path = request.url ?? '/';
     this.host = request.headers.host ?? '';
@@ -100,6 +99,18 @@ export class Session {
     this.attempts = 0;
     this.error = undefined;
     this.cacheStatus = undefined;
+    this.#id = undefined;
+    this.#givenId = request.headers['x-request-id'];
+  }
+
+  /** Request id: the client's `X-Request-Id` when it is well formed, else a generated one. */
+  get id(): string {
+    if (this.#id === undefined) {
+      const given = this.#givenId;
+      this.#id =
+        typeof given === 'string' && VALID_REQUEST_ID.test(given) ? given : `${ID_PREFIX}-${(++idCounter).toString(36)}`;
+    }
+    return this.#id;
   }
 
   /** True if the method may be repeated safely (and so retried on a fresh connection). */

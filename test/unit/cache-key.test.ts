@@ -17,6 +17,17 @@ void describe('cache key', () => {
     assert.equal(normaliseHost('[::1]:8080', 'http'), '[::1]:8080');
     assert.equal(normaliseHost('[::1]', 'http'), '[::1]');
   });
+  void test('the same Host value gives the same key every time, per scheme (remembered, not re-parsed)', () => {
+    for (let i = 0; i < 3; i++) {
+      assert.equal(normaliseHost('A.test:443', 'https'), 'a.test');
+      assert.equal(normaliseHost('A.test:443', 'http'), 'a.test:443');
+      assert.equal(normaliseHost('a/b', 'http'), '');
+    }
+    // Past the memo's bound it starts over and still answers right.
+    for (let i = 0; i < 3000; i++) assert.equal(normaliseHost(`H${i}.test:80`, 'http'), `h${i}.test`);
+    assert.equal(normaliseHost('A.test:443', 'https'), 'a.test');
+    assert.equal(normaliseHost('Mixed.Test:8443', 'HTTPS'), 'mixed.test:8443', 'a scheme in another case is not remembered');
+  });
   void test('never without a host', () => {
     assert.equal(cacheKey('http', '', '/'), undefined);
     assert.equal(cacheKey('http', ':80', '/'), undefined);

@@ -10,6 +10,7 @@ import {
   effectiveCacheControl,
   headersToStore,
   clientHeaders,
+  storedClientHeaders,
   revalidationHeaders,
   mergeNotModified,
   notModifiedMatches,
@@ -238,6 +239,21 @@ void describe('freshness', () => {
     assert.deepEqual(out, { 'content-type': 'a', age: '7' });
     const keep = clientHeaders({ 'cdn-cache-control': 'max-age=1' }, undefined, resolvePolicyOptions({ stripTargetedFields: false }));
     assert.deepEqual(keep, { 'cdn-cache-control': 'max-age=1' });
+  });
+  void test('a stored map gives each hit its own copy, filtered as clientHeaders filters it', () => {
+    const stored = { 'cdn-cache-control': 'max-age=1', 'content-type': 'a', connection: 'close', link: ['<a>', '<b>'] };
+    const first = storedClientHeaders(stored, '7', DEFAULT_POLICY_OPTIONS);
+    assert.deepEqual(first, clientHeaders(stored, '7', DEFAULT_POLICY_OPTIONS));
+    // A hook changing one hit's headers (a field, or an array in place) changes nothing stored.
+    first['content-type'] = 'changed';
+    (first['link'] as string[]).push('<c>');
+    delete first['age'];
+    const second = storedClientHeaders(stored, '8', DEFAULT_POLICY_OPTIONS);
+    assert.deepEqual(second, { 'content-type': 'a', link: ['<a>', '<b>'], age: '8' });
+    assert.deepEqual(stored.link, ['<a>', '<b>']);
+    // Other options filter again.
+    const keep = storedClientHeaders(stored, undefined, resolvePolicyOptions({ stripTargetedFields: false }));
+    assert.deepEqual(keep, { 'cdn-cache-control': 'max-age=1', 'content-type': 'a', link: ['<a>', '<b>'] });
   });
 });
 
