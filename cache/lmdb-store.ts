@@ -442,12 +442,22 @@ export class LmdbStore implements CacheStore {
   /** Per cache key: hashes and decoded meta records for the hit path (see `KeyMemo`). */
   #memo = new Map<string, KeyMemo>();
   #readPool: ReadBufferPool;
+  /**
+   * What `variants()` last listed, until the end of the synchronous run that listed it: reads in
+   * one run all see one lmdb-js read snapshot (it is renewed from a timer), so `open()` of a meta
+   * from that listing needs no second read of its record.
+   */
+  #listedNow: readonly ObjectMeta[] | undefined = undefined;
+  #forgetListing = (): void => {
+    this.#listedNow = undefined;
+  };
+  /** The key of a chunk being read (lmdb-js copies a key before it reads). */
+  #chunkKey = Buffer.alloc(HASH_BYTES + 4);
 
   static {
     internals = {
       dbs: (store) => store.#dbs,
-      readChunk: (store, id, index) =>
-        store.#closed ? undefined : readCopy(store.#dbs.chunks, chunkKey(id, index), store.#readPool, store.chunkSize),
+      readChunk: (store, id, index) => store.#readChunk(id, index),
       releaseChunk: (store, chunk) => store.#readPool.release(chunk),
       register: (store, id) => store.#register(id),
       commit: (store, meta, id, registered, tail, tailIndex) =>
@@ -571,6 +581,8 @@ export class LmdbStore implements CacheStore {
       const after = this.#dbs.stateRaw.getBinaryFast(COUNTERS_KEY);
       if (after !== undefined) memo.rememberVariants(after, listed);
     }
+    if (this.#listedNow === undefined) queueMicrotask(this.#forgetListing);
+    this.#listedNow = listed;
     const now = this.#now();
     let metas: ObjectMeta[] | undefined;
     for (let i = 0; i < listed.length; i++) {
@@ -598,15 +610,28 @@ export class LmdbStore implements CacheStore {
   open(meta: ObjectMeta): SyncCachedObject | undefined {
     if (this.#closed) return undefined;
     const memo = this.#memoOf(meta.key);
-    reading = memo;
-    const record = this.#dbs.metaRead.get(memo.metaKey(meta.variant));
-    if (record === undefined || record.meta.id !== meta.id || record.meta.key !== meta.key) return undefined;
-    if (record.meta.expiresAt <= this.#now()) {
-      this.#dropExpired(record.meta);
+    let current = meta;
+    if (this.#listedNow?.includes(meta) !== true) {
+      reading = memo;
+      const record = this.#dbs.metaRead.get(memo.metaKey(meta.variant));
+      if (record === undefined || record.meta.id !== meta.id || record.meta.key !== meta.key) return undefined;
+      current = record.meta;
+    }
+    if (current.expiresAt <= this.#now()) {
+      this.#dropExpired(current);
       return undefined;
     }
-    const id = memo.idBytes(record.meta.id);
-    return id === undefined ? undefined : new LmdbObject(this, record.meta, id);
+    const id = memo.idBytes(current.id);
+    return id === undefined ? undefined : new LmdbObject(this, current, id);
+  }
+
+  /** The chunk's bytes, copied out of lmdb-js's read buffer; `undefined` once the body is gone. */
+  #readChunk(id: Buffer, index: number): Buffer | undefined {
+    if (this.#closed) return undefined;
+    const key = this.#chunkKey;
+    key.set(id);
+    key.writeUInt32BE(index, HASH_BYTES);
+    return readCopy(this.#dbs.chunks, key, this.#readPool, this.chunkSize);
   }
 
   #memoOf(key: string): KeyMemo {
