@@ -275,6 +275,7 @@ const HELP = `Usage: node --import tsx bench/cache-hit.ts [options]    (or: npm 
   --warmup S          unmeasured seconds before each sample (default: 1)
   --connections N     concurrent connections (default: 50)
   --quick             smoke run: 1 round, 2 s; marked as not a result
+  --keep-processes    start each target once for the whole run (default: afresh every round)
   --loadgen NAME      wrk | autocannon | auto (default: auto)
   --proxy-core N      core for the target (default: 0)
   --loadgen-core N    core for the load generator (default: 1)
@@ -299,6 +300,8 @@ interface Options {
   warmupSec: number;
   connections: number;
   smoke: boolean;
+  /** Start every target afresh for each round (see bench/README.md, "Fresh processes"). */
+  freshPerRound: boolean;
   loadgen: LoadGeneratorName;
   proxyCore: number | null;
   loadgenCore: number | null;
@@ -319,6 +322,7 @@ function parseOptions(argv: string[]): Options | null {
       warmup: { type: 'string' },
       connections: { type: 'string' },
       quick: { type: 'boolean', default: false },
+      'keep-processes': { type: 'boolean', default: false },
       loadgen: { type: 'string', default: 'auto' },
       'proxy-core': { type: 'string' },
       'loadgen-core': { type: 'string' },
@@ -374,6 +378,7 @@ function parseOptions(argv: string[]): Options | null {
     warmupSec: Math.ceil(positive('warmup', values.warmup, 1)),
     connections: Math.floor(positive('connections', values.connections, 50)),
     smoke: quick,
+    freshPerRound: !values['keep-processes'],
     loadgen: pickLoadGenerator(values.loadgen),
     proxyCore: pin ? core('proxy-core', values['proxy-core'], 0, cores) : null,
     loadgenCore: pin ? core('loadgen-core', values['loadgen-core'], 1, cores) : null,
@@ -599,10 +604,17 @@ export async function main(argv: string[]): Promise<void> {
   await waitReady(origin, `http://127.0.0.1:${originPort}/1k`, 30_000);
   console.log(`origin on port ${originPort} (pid ${origin.pid})`);
 
-  const live = await startTargets(opts, originPort, tmp);
+  let live = await startTargets(opts, originPort, tmp);
   const samples: CacheHitSample[] = [];
   const started = Date.now();
   for (let round = 0; round < opts.rounds && live.length > 0; round++) {
+    if (round > 0 && opts.freshPerRound) {
+      // A process that happens to run slow then counts in one round's sample, not in all of them.
+      for (const t of live) await t.child.stop();
+      const wanted = new Set(live.filter((t) => t.dropped === null).map((t) => t.def.name));
+      console.log('starting every target afresh for this round (caches warmed again)');
+      live = await startTargets({ ...opts, targets: opts.targets.filter((d) => wanted.has(d.name)) }, originPort, tmp);
+    }
     const order = rotate(live, round);
     for (const size of opts.sizes) {
       for (let i = 0; i < order.length; i++) {

@@ -49,6 +49,7 @@ const HELP = `Usage: npm run bench -- [options]
   --warmup S          unmeasured seconds before each sample, whole (default: 1)
   --connections N     concurrent connections (default: 50)
   --quick             smoke run: 1 round, 2 s; marked as not a result
+  --keep-processes    start each target once for the whole run (default: afresh every round)
   --loadgen NAME      wrk | autocannon | auto (default: auto = wrk if installed)
   --proxy-core N      core for the target under test (default: 0)
   --loadgen-core N    core for the load generator (default: 1)
@@ -70,6 +71,8 @@ interface Options {
   warmupSec: number;
   connections: number;
   smoke: boolean;
+  /** Start every target afresh for each round (see bench/README.md, "Fresh processes"). */
+  freshPerRound: boolean;
   loadgen: LoadGeneratorName;
   proxyCore: number | null;
   loadgenCore: number | null;
@@ -89,6 +92,7 @@ function parseOptions(argv: string[]): Options | null {
       warmup: { type: 'string' },
       connections: { type: 'string' },
       quick: { type: 'boolean', default: false },
+      'keep-processes': { type: 'boolean', default: false },
       loadgen: { type: 'string', default: 'auto' },
       'proxy-core': { type: 'string' },
       'loadgen-core': { type: 'string' },
@@ -141,6 +145,7 @@ function parseOptions(argv: string[]): Options | null {
     warmupSec: Math.ceil(positive('warmup', values.warmup, 1)),
     connections: Math.floor(positive('connections', values.connections, 50)),
     smoke: quick,
+    freshPerRound: !values['keep-processes'],
     loadgen: pickLoadGenerator(values.loadgen),
     proxyCore: pin ? core('proxy-core', values['proxy-core'], 0) : null,
     loadgenCore: pin ? core('loadgen-core', values['loadgen-core'], 1) : null,
@@ -248,6 +253,22 @@ async function startTargets(opts: Options, origin: RunningChild, originPort: num
   return live;
 }
 
+/**
+ * Stop every target and start it again: a process that happens to run slow (memory placement,
+ * a neighbour on the host) then counts in one round's sample, not in all of them.
+ */
+async function restartTargets(
+  opts: Options,
+  live: readonly LiveTarget[],
+  origin: RunningChild,
+  originPort: number,
+): Promise<LiveTarget[]> {
+  for (const t of live) await t.child?.stop();
+  const wanted = new Set(live.filter((t) => t.dropped === null).map((t) => t.def.name));
+  console.log('starting every target afresh for this round');
+  return startTargets({ ...opts, targets: opts.targets.filter((d) => wanted.has(d.name)) }, origin, originPort);
+}
+
 /** Round r runs the targets rotated by r, so no target is always first (or last) after a pause. */
 async function measure(
   opts: Options,
@@ -318,12 +339,13 @@ async function main(): Promise<void> {
   await waitReady(origin, `http://127.0.0.1:${originPort}/1k`, 30_000);
   console.log(`origin on port ${originPort} (pid ${origin.pid})`);
 
-  const live = await startTargets(opts, origin, originPort);
+  let live = await startTargets(opts, origin, originPort);
   const samples: PassthroughSample[] = [];
   const started = Date.now();
   if (live.length === 0) console.error('no target started; nothing to measure');
 
   for (let round = 0; round < opts.rounds && live.length > 0; round++) {
+    if (round > 0 && opts.freshPerRound) live = await restartTargets(opts, live, origin, originPort);
     const order = rotate(live, round);
     for (const size of opts.sizes) {
       for (let i = 0; i < order.length; i++) {

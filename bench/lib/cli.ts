@@ -45,6 +45,7 @@ export interface MethodOptions {
   readonly proxyCore: number | null;
   readonly loadgenCore: number | null;
   readonly originCore: number | null;
+  readonly freshPerRound: boolean;
 }
 
 /** How a run measured, as recorded in its result file. */
@@ -58,6 +59,7 @@ export function methodRecord(opts: MethodOptions, wrkVersion: string | undefined
     rounds: opts.rounds,
     sizes: opts.sizes,
     pinning: { proxyCore: opts.proxyCore, loadgenCore: opts.loadgenCore, originCore: opts.originCore },
+    freshPerRound: opts.freshPerRound,
   };
 }
 

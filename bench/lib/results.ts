@@ -102,6 +102,8 @@ export interface PassthroughResults extends ResultFileBase {
       readonly loadgenCore: number | null;
       readonly originCore: number | null;
     };
+    /** Every target was started afresh for each round (absent in results from before this option). */
+    readonly freshPerRound?: boolean;
   };
   readonly targets: readonly TargetStatus[];
   readonly samples: readonly PassthroughSample[];

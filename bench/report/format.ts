@@ -36,3 +36,11 @@ export function machineLines(m: MachineInfo): string[] {
       `load average at start ${m.loadAverageAtStart.join(' / ')}.`,
   ];
 }
+
+/** How the run treated target processes between rounds, as a clause of the Method paragraph. */
+export function freshNote(freshPerRound: boolean | undefined): string {
+  if (freshPerRound === true) {
+    return '; every target was started afresh (and warmed again) for each round, so a process that happens to run slow counts in one round, not in all';
+  }
+  return freshPerRound === false ? '; each target ran as one process for the whole run' : '';
+}

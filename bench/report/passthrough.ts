@@ -3,9 +3,9 @@
  * over rounds of each target's RPS and p99, and the ratios Cairn is held to.
  */
 import { reuseRatio } from '../lib/metrics.ts';
-import type { PassthroughResults, PassthroughSample } from '../lib/results.ts';
+import type { PassthroughResults, PassthroughSample, ReuseCounters } from '../lib/results.ts';
 import { max, median, min, spread } from '../lib/stats.ts';
-import { fmtInt, fmtMs, machineLines, table } from './format.ts';
+import { fmtInt, fmtMs, freshNote, machineLines, table } from './format.ts';
 
 /** Cairn pass-through must beat the best Node peer by this factor (RPS). */
 export const NODE_PEER_TARGET = 1.3;
@@ -140,15 +140,36 @@ function comparisons(rows: ReadonlyMap<string, Row>): string[][] {
 
 const CAIRN_TARGETS = ['cairn', 'cairn-all-hooks', 'cairn-bare'] as const;
 
-/** Origin-connection reuse per Cairn target, from the last scrape of its cumulative counters. */
+/**
+ * A target's counters over the run. They are cumulative per process: with one process for the
+ * run the last scrape has them all; with a fresh process per round, each round's last scrape is
+ * that process's total, and the rounds add up.
+ */
+function processTotals(scraped: readonly PassthroughSample[], freshPerRound: boolean): ReuseCounters | undefined {
+  if (!freshPerRound) return scraped[scraped.length - 1]?.reuse ?? undefined;
+  const lastOfRound = new Map<number, ReuseCounters>();
+  for (const s of scraped) if (s.reuse !== null) lastOfRound.set(s.round, s.reuse);
+  if (lastOfRound.size === 0) return undefined;
+  let created = 0;
+  let requests = 0;
+  const matched = new Set<string>();
+  for (const r of lastOfRound.values()) {
+    created += r.upstreamConnectionsCreated;
+    requests += r.upstreamRequests;
+    for (const m of r.matched) matched.add(m);
+  }
+  return { upstreamConnectionsCreated: created, upstreamRequests: requests, matched: [...matched] };
+}
+
+/** Origin-connection reuse per Cairn target, from the cumulative counters of its processes. */
 function reuseSection(data: PassthroughResults): string[] {
   const rows: string[][] = [];
   for (const name of CAIRN_TARGETS) {
     const status = data.targets.find((t) => t.name === name);
     if (status === undefined) continue;
     const scraped = data.samples.filter((s) => s.target === name && s.reuse !== null);
-    const last = scraped[scraped.length - 1]?.reuse;
-    if (last === undefined || last === null) {
+    const last = processTotals(scraped, data.method.freshPerRound === true);
+    if (last === undefined) {
       const why = !status.started ? 'did not start' : 'no reuse counters on its admin `/metrics`';
       rows.push([`\`${name}\``, '', '', `not measured (${why})`, '']);
       continue;
@@ -166,7 +187,7 @@ function reuseSection(data: PassthroughResults): string[] {
   return [
     '### Origin connection reuse (Cairn)',
     '',
-    "From each Cairn process's admin `/metrics`, cumulative over the whole run (all sizes, warm-ups included). " +
+    "From each Cairn process's admin `/metrics`, added up over the whole run (all sizes, warm-ups included; with a fresh process per round, over every round's process). " +
       'Reuse = 1 − connections created / origin requests; with keep-alive it should be close to 100%.',
     '',
     table(['target', 'origin requests', 'connections created', 'reuse', 'counters read'], rows),
@@ -210,7 +231,7 @@ export function renderPassthrough(data: PassthroughResults): string {
   out.push(
     `**Method.** ${m.loadGenerator}, ${m.threads} thread, ${m.connections} keep-alive connections, ${m.warmupSec} s warm-up then ${m.durationSec} s measured per sample; ` +
       `${m.rounds} round(s); in each round every target is measured once per body size, and the order of targets rotates from round to round so that ` +
-      `noise and position spread evenly. Numbers are the **median over rounds**. All traffic is on 127.0.0.1; the origin answers from a preallocated Buffer ` +
+      `noise and position spread evenly${freshNote(m.freshPerRound)}. Numbers are the **median over rounds**. All traffic is on 127.0.0.1; the origin answers from a preallocated Buffer ` +
       `with \`Cache-Control: no-store\`, HTTP/1.1 keep-alive.`,
     '',
     `**Pinning.** ${biasNote(data)}`,
