@@ -1,0 +1,275 @@
+/**
+ * Instructions per cache hit, counted by valgrind's callgrind: Cairn's memory and LMDB tiers against
+ * the Node ceiling (the bench origin program answering from a Buffer), in the same run.
+ *
+ *   node --import tsx bench/instructions.ts                       # 1 KiB, 20k warm-up, 5k counted
+ *   node --import tsx bench/instructions.ts --sizes 1k,64k --requests 3000
+ *
+ * Wall-clock numbers on a shared machine move by a third between runs of the same code; a count of
+ * instructions does not (the same total twice, whatever else the machine does), so a change to the
+ * hit path can be judged here before the throughput bench confirms it. Each target runs under
+ * `valgrind --tool=callgrind` with instrumentation off; a fixed number of keep-alive requests warms
+ * it (the JIT settles), then instrumentation is switched on for exactly `--requests` more and the
+ * counts are dumped. Reported per request: the main thread (where requests are served) and all
+ * threads (the JIT compiler and GC helpers too). Instructions are not time: `rep movsb` counts once
+ * per byte, so a 64 KiB copy weighs far more here than on the clock; compare like with like.
+ *
+ * Writes bench/results/instructions.json (a generic section of bench/RESULTS.md).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  freePort,
+  installCleanupHandlers,
+  startChild,
+  stopAll,
+  waitReady,
+  type RunningChild,
+} from './lib/children.ts';
+import { positive, UsageError, writeResults } from './lib/cli.ts';
+import { machineInfo } from './lib/machine.ts';
+import type { GenericResults } from './lib/results.ts';
+import { parseSize } from './lib/sizes.ts';
+
+const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.dirname(BENCH_DIR);
+const TARGETS = ['node-ceiling', 'cairn-memory', 'cairn-lmdb'] as const;
+type TargetName = (typeof TARGETS)[number];
+
+const HELP = `Usage: node --import tsx bench/instructions.ts [options]
+
+  --targets a,b       ${TARGETS.join(', ')} (default: all)
+  --sizes 1k,64k      object sizes (default: 1k)
+  --warmup N          requests before counting (default: 20000)
+  --requests N        requests counted (default: 5000)
+  --results-dir DIR   where instructions.json goes (default: bench/results)
+  --report FILE       the RESULTS.md to regenerate (default: bench/RESULTS.md; "none" to skip)
+  --help
+`;
+
+interface Options {
+  readonly targets: readonly TargetName[];
+  readonly sizes: readonly string[];
+  readonly warmup: number;
+  readonly requests: number;
+  readonly resultsDir: string;
+  readonly reportFile: string | null;
+}
+
+function parseOptions(argv: string[]): Options | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      targets: { type: 'string' },
+      sizes: { type: 'string', default: '1k' },
+      warmup: { type: 'string' },
+      requests: { type: 'string' },
+      'results-dir': { type: 'string', default: path.join(BENCH_DIR, 'results') },
+      report: { type: 'string', default: path.join(BENCH_DIR, 'RESULTS.md') },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return null;
+  }
+  const targets = (values.targets ?? TARGETS.join(',')).split(',').map((t) => t.trim());
+  for (const t of targets) {
+    if (!(TARGETS as readonly string[]).includes(t)) throw new UsageError(`--targets: unknown target "${t}"`);
+  }
+  const sizes = values.sizes.split(',').map((s) => s.trim());
+  for (const s of sizes) if (parseSize(s) === null) throw new UsageError(`--sizes: not a size: "${s}"`);
+  return {
+    targets: targets as TargetName[],
+    sizes,
+    warmup: Math.floor(positive('warmup', values.warmup, 20_000)),
+    requests: Math.floor(positive('requests', values.requests, 5_000)),
+    resultsDir: values['results-dir'],
+    reportFile: values.report === 'none' ? null : values.report,
+  };
+}
+
+/** Exactly `n` GETs over 10 keep-alive connections; every answer must be a 200 of `length` bytes. */
+async function requests(url: string, n: number, length: number): Promise<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 10 });
+  let sent = 0;
+  let done = 0;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const next = (): void => {
+        if (sent >= n) return;
+        sent++;
+        http
+          .get(url, { agent }, (res) => {
+            let bytes = 0;
+            res.on('data', (c: Buffer) => (bytes += c.length));
+            res.on('end', () => {
+              if (res.statusCode !== 200 || bytes !== length) {
+                reject(new Error(`GET ${url} answered ${res.statusCode} with ${bytes} bytes (want 200 with ${length})`));
+                return;
+              }
+              if (++done === n) resolve();
+              else next();
+            });
+          })
+          .on('error', reject);
+      };
+      for (let i = 0; i < 10; i++) next();
+    });
+  } finally {
+    agent.destroy();
+  }
+}
+
+function callgrindControl(args: string[]): void {
+  const r = spawnSync('callgrind_control', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`callgrind_control ${args.join(' ')} failed: ${r.stderr || r.stdout}`);
+}
+
+/** `totals:` of each thread's dump (`<out>.1-NN`), by thread number. */
+function threadTotals(dir: string, base: string): Map<number, number> {
+  const totals = new Map<number, number>();
+  for (const file of readdirSync(dir)) {
+    const m = new RegExp(`^${base}\\.1-(\\d+)$`).exec(file);
+    if (m === null) continue;
+    const line = readFileSync(path.join(dir, file), 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('totals:'))
+      .pop();
+    totals.set(Number(m[1]), line === undefined ? 0 : Number(line.split(/\s+/)[1]));
+  }
+  return totals;
+}
+
+function targetArgs(name: TargetName, port: number, originUrl: string, tmp: string): string[] {
+  if (name === 'node-ceiling') return [path.join(BENCH_DIR, 'targets/origin.ts'), '--port', String(port)];
+  const cli = [path.join(ROOT, 'src/cli.ts'), '--listen', `127.0.0.1:${port}`, '--origin', originUrl, '--log-level', 'silent'];
+  if (name === 'cairn-memory') return [...cli, '--memory-only'];
+  // Every object is over the memory tier's limit, so every hit is an LMDB read (as in cache-hit.ts).
+  const config = path.join(tmp, 'lmdb.json');
+  writeFileSync(
+    config,
+    JSON.stringify({ cache: { memory: { maxBytes: 64 * 1024 * 1024, maxObjectBytes: 512 }, disk: { path: path.join(tmp, 'lmdb'), maxBytes: 1024 ** 3 } } }),
+  );
+  return [...cli, '--config', config];
+}
+
+interface Count {
+  readonly target: TargetName;
+  readonly size: string;
+  readonly mainPerRequest: number;
+  readonly allPerRequest: number;
+}
+
+async function count(opts: Options, name: TargetName, size: string, originUrl: string): Promise<Count> {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), `cairn-instructions-${name}-`));
+  const port = await freePort();
+  const out = path.join(tmp, 'callgrind.out');
+  const child: RunningChild = startChild({
+    name,
+    command: 'valgrind',
+    args: [
+      '--tool=callgrind',
+      '--instr-atstart=no',
+      '--separate-threads=yes',
+      `--callgrind-out-file=${out}`,
+      process.execPath,
+      '--import',
+      'tsx',
+      ...targetArgs(name, port, originUrl, tmp),
+    ],
+    core: null,
+    cwd: ROOT,
+    env: { ...process.env, NODE_ENV: 'production' },
+  });
+  try {
+    const url = `http://127.0.0.1:${port}/cacheable/${size}`;
+    const length = parseSize(size)!;
+    await waitReady(child, url, 180_000);
+    await requests(url, opts.warmup, length);
+    callgrindControl(['-i', 'on', String(child.pid)]);
+    await requests(url, opts.requests, length);
+    callgrindControl(['-i', 'off', String(child.pid)]);
+    callgrindControl(['-d', String(child.pid)]);
+    const totals = threadTotals(tmp, 'callgrind.out');
+    const main = totals.get(1);
+    if (main === undefined) throw new Error(`${name}: no callgrind dump for the main thread in ${tmp}`);
+    let all = 0;
+    for (const v of totals.values()) all += v;
+    return { target: name, size, mainPerRequest: Math.round(main / opts.requests), allPerRequest: Math.round(all / opts.requests) };
+  } finally {
+    await child.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const opts = parseOptions(argv);
+  if (opts === null) return;
+  if (spawnSync('valgrind', ['--version']).status !== 0) throw new UsageError('valgrind is not installed (Debian package valgrind)');
+  installCleanupHandlers();
+  const machine = machineInfo(ROOT);
+  const originPort = await freePort();
+  const origin = startChild({
+    name: 'origin',
+    command: process.execPath,
+    args: ['--import', 'tsx', path.join(BENCH_DIR, 'targets/origin.ts'), '--port', String(originPort)],
+    core: null,
+    cwd: ROOT,
+    env: { ...process.env, NODE_ENV: 'production' },
+  });
+  const originUrl = `http://127.0.0.1:${originPort}`;
+  await waitReady(origin, `${originUrl}/1k`, 30_000);
+  const counts: Count[] = [];
+  for (const size of opts.sizes) {
+    for (const name of opts.targets) {
+      const c = await count(opts, name, size, originUrl);
+      counts.push(c);
+      console.log(`${size.padStart(4)} ${name.padEnd(14)} main thread ${c.mainPerRequest} / all threads ${c.allPerRequest} instructions per request`);
+    }
+  }
+  await stopAll();
+
+  const rows = counts.map((c) => {
+    const ceiling = counts.find((x) => x.size === c.size && x.target === 'node-ceiling');
+    const ratio = ceiling === undefined ? 'n/a' : `${Math.round((ceiling.mainPerRequest / c.mainPerRequest) * 100)}%`;
+    return [`\`${c.target}\``, c.size, c.mainPerRequest, c.allPerRequest, ratio];
+  });
+  const results: GenericResults & { readonly counts: readonly Count[] } = {
+    kind: 'instructions',
+    schemaVersion: 1,
+    machine,
+    smoke: false,
+    title: 'Instructions per cache hit (callgrind): Cairn vs the Node ceiling',
+    tables: [
+      {
+        caption: `${opts.warmup} requests to warm each target, then ${opts.requests} counted (10 keep-alive connections, \`GET /cacheable/<size>\`, every answer a hit).`,
+        columns: ['target', 'size', 'main thread / request', 'all threads / request', 'ceiling / target (main thread)'],
+        rows,
+      },
+    ],
+    notes: [
+      'Counted by `node --import tsx bench/instructions.ts` (valgrind callgrind, instrumentation on only for the counted requests). The counts repeat to within about 2% run to run (the JIT does not always make the same choices) on a busy machine, where throughput moves by a third; they are a guide to the hit path, the throughput job is the verdict.',
+      'User-space instructions only: the kernel work of each request (the same for every target here) is not in them, so the ratio is lower than the CPU-time ratio of the cache-hit job. `rep movsb` counts once per byte: a body copy weighs far more here than on the clock.',
+    ],
+    counts,
+  };
+  writeResults(opts.resultsDir, 'instructions.json', results, opts.reportFile);
+}
+
+try {
+  await main(process.argv.slice(2));
+} catch (err) {
+  await stopAll();
+  if (err instanceof UsageError) {
+    console.error(`bench/instructions.ts: ${err.message} (see --help)`);
+    process.exitCode = 2;
+  } else {
+    throw err;
+  }
+}
