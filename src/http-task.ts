@@ -6,6 +6,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
+// Imported: the global `performance` is a lazy accessor on globalThis, a getter call per use.
+import { performance } from 'node:perf_hooks';
 import type { Dispatcher } from 'undici';
 import type { HttpCache } from '../cache/http-cache.ts';
 import type { ChunkSource } from './cache-path.ts';

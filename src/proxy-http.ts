@@ -27,6 +27,8 @@
  *
  * Every hook may return its value directly or as a Promise; prefer plain values on the hot path.
  */
+// Imported: the global `performance` is a lazy accessor on globalThis, a getter call per use.
+import { performance } from 'node:perf_hooks';
 import type { HttpCache } from '../cache/http-cache.ts';
 import { evaluateConditional } from '../cache/conditional.ts';
 import { cacheKey as defaultCacheKey } from '../cache/key.ts';

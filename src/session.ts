@@ -16,6 +16,21 @@ const ID_PREFIX = randomBytes(4).toString('hex');
 let idCounter = 0;
 const VALID_REQUEST_ID = /^[\w.:@-]{1,128}$/;
 
+/** A connection's peer address, read once per connection (the getter calls into C++ every time). */
+const kAddress = Symbol('cairn.clientAddress');
+
+function clientAddressOf(request: IncomingMessage): string {
+  // HTTP/2's request.socket is a proxy over the session's socket: read through it as it is.
+  if (request.httpVersionMajor !== 1) return request.socket.remoteAddress ?? '';
+  const socket = request.socket as IncomingMessage['socket'] & { [kAddress]?: string };
+  let address = socket[kAddress];
+  if (address === undefined) {
+    address = socket.remoteAddress ?? '';
+    socket[kAddress] = address;
+  }
+  return address;
+}
+
 /** Methods whose repetition has the same effect as doing them once (RFC 9110 §9.2.2). */
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
@@ -87,7 +102,7 @@ export class Session {
     this.path = request.url ?? '/';
     this.host = request.headers.host ?? '';
     this.scheme = scheme;
-    this.clientAddress = request.socket.remoteAddress ?? '';
+    this.clientAddress = clientAddressOf(request);
     this.headers = request.headers;
     this.startedAt = startedAt;
     this.log = log;

@@ -18,6 +18,8 @@ import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders } from 'node:h
 import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
 import type { Socket } from 'node:net';
+// Imported: the global `performance` is a lazy accessor on globalThis, a getter call per use.
+import { performance } from 'node:perf_hooks';
 import type { Engine } from './engine.ts';
 import { CairnError } from './errors.ts';
 import { upstreamRequestHeaders } from './headers.ts';
