@@ -254,7 +254,7 @@ export async function main(argv: string[]): Promise<void> {
       },
     ],
     notes: [
-      'Counted by `node --import tsx bench/instructions.ts` (valgrind callgrind, instrumentation on only for the counted requests). The counts repeat to within about 2% run to run (the JIT does not always make the same choices) on a busy machine, where throughput moves by a third; they are a guide to the hit path, the throughput job is the verdict.',
+      'Counted by `node --import tsx bench/instructions.ts` (valgrind callgrind, instrumentation on only for the counted requests). The counts repeat to within a few percent run to run (the JIT does not always make the same choices: the ceiling counted 65.5k to 69.4k over three runs) on a busy machine, where throughput moves by a third; they are a guide to the hit path, the throughput job is the verdict.',
       'User-space instructions only: the kernel work of each request (the same for every target here) is not in them, so the ratio is lower than the CPU-time ratio of the cache-hit job. `rep movsb` counts once per byte: a body copy weighs far more here than on the clock.',
     ],
     counts,
