@@ -145,6 +145,24 @@ function cairnSpec(name: string, ctx: Ctx, extra: readonly string[], root = ROOT
 /** Memory-tier limit for `cairn-lmdb`: below the smallest object (1 KiB), so every hit is a disk read. */
 const LMDB_MEMORY_MAX_OBJECT_BYTES = 512;
 
+/**
+ * The `cairn-lmdb` config in `dir` (an LMDB tier in `dir/lmdb`, a memory tier no bench object fits
+ * in); returns its path. Also used by bench/instructions.ts, which counts the same target.
+ */
+export function writeLmdbConfig(dir: string): string {
+  const config = path.join(dir, 'cairn-lmdb.json');
+  writeFileSync(
+    config,
+    JSON.stringify({
+      cache: {
+        memory: { maxBytes: 64 * 2 ** 20, maxObjectBytes: LMDB_MEMORY_MAX_OBJECT_BYTES },
+        disk: { path: path.join(dir, 'lmdb'), maxBytes: 2 ** 30 },
+      },
+    }),
+  );
+  return config;
+}
+
 /** The two Cairn targets, run from the Cairn tree at `root` (`suffix` names a tree other than this one). */
 function cairnTargets(root: string, suffix: string): CacheTarget[] {
   return [
@@ -170,16 +188,7 @@ function cairnTargets(root: string, suffix: string): CacheTarget[] {
       name: `cairn-lmdb${suffix}`,
       description: `the Cairn CLI with the LMDB tier in a temp dir and \`cache.memory.maxObjectBytes: ${LMDB_MEMORY_MAX_OBJECT_BYTES}\` (config file), so no object fits in memory: every hit is an LMDB read`,
       start: (ctx) => {
-        const config = path.join(ctx.tmp, 'cairn-lmdb.json');
-        writeFileSync(
-          config,
-          JSON.stringify({
-            cache: {
-              memory: { maxBytes: 64 * 2 ** 20, maxObjectBytes: LMDB_MEMORY_MAX_OBJECT_BYTES },
-              disk: { path: path.join(ctx.tmp, 'lmdb'), maxBytes: 2 ** 30 },
-            },
-          }),
-        );
+        const config = writeLmdbConfig(ctx.tmp);
         return startSpec(
           cairnSpec(`cairn-lmdb${suffix}`, ctx, ['--config', config], root),
           ctx.port,

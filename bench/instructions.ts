@@ -17,7 +17,7 @@
  * Writes bench/results/instructions.json (a generic section of bench/RESULTS.md).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,6 +31,7 @@ import {
   waitReady,
   type RunningChild,
 } from './lib/children.ts';
+import { writeLmdbConfig } from './cache-hit.ts';
 import { positive, UsageError, writeResults } from './lib/cli.ts';
 import { machineInfo } from './lib/machine.ts';
 import type { GenericResults } from './lib/results.ts';
@@ -151,12 +152,7 @@ function targetArgs(name: TargetName, port: number, originUrl: string, tmp: stri
   const cli = [path.join(ROOT, 'src/cli.ts'), '--listen', `127.0.0.1:${port}`, '--origin', originUrl, '--log-level', 'silent'];
   if (name === 'cairn-memory') return [...cli, '--memory-only'];
   // Every object is over the memory tier's limit, so every hit is an LMDB read (as in cache-hit.ts).
-  const config = path.join(tmp, 'lmdb.json');
-  writeFileSync(
-    config,
-    JSON.stringify({ cache: { memory: { maxBytes: 64 * 1024 * 1024, maxObjectBytes: 512 }, disk: { path: path.join(tmp, 'lmdb'), maxBytes: 1024 ** 3 } } }),
-  );
-  return [...cli, '--config', config];
+  return [...cli, '--config', writeLmdbConfig(tmp)];
 }
 
 interface Count {
