@@ -18,6 +18,19 @@ const OUTCOMES: readonly UpstreamOutcome[] = ['response', 'connect_error', 'time
 export type DownstreamRejection = 'bad_request' | 'headers_too_large' | 'timeout';
 const REJECTIONS: readonly DownstreamRejection[] = ['bad_request', 'headers_too_large', 'timeout'];
 
+/** An unlabelled counter whose value `read` gives at scrape time (the hot path bumps plain numbers). */
+function scrapedCounter(registers: Registry[], name: string, help: string, read: () => number): void {
+  new Counter({
+    name,
+    help,
+    registers,
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
 /**
  * The engine's metrics, in their own registry (scraped from the admin listener's `/metrics`).
  *
@@ -57,17 +70,6 @@ export class CairnMetrics {
         },
       });
     };
-    const single = (name: string, help: string, read: () => number): void => {
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          this.inc(read());
-        },
-      });
-    };
     labelled('cairn_requests_total', 'Downstream requests answered, by status class.', 'status_class', STATUS_CLASSES, this.#requests);
     this.#duration = new LeanHistogram(
       'cairn_request_duration_seconds',
@@ -91,8 +93,9 @@ export class CairnMetrics {
       OUTCOMES,
       this.#upstream,
     );
-    single('cairn_upstream_connections_created_total', 'Connections opened to origins.', () => this.#connectionsCreated);
-    single(
+    scrapedCounter(registers, 'cairn_upstream_connections_created_total', 'Connections opened to origins.', () => this.#connectionsCreated);
+    scrapedCounter(
+      registers,
       'cairn_upstream_connections_reused_total',
       'Origin requests sent over a connection that had served an earlier request.',
       () => this.#connectionsReused,
@@ -104,7 +107,7 @@ export class CairnMetrics {
       REJECTIONS,
       this.#rejected,
     );
-    single('cairn_upstream_retries_total', 'Origin attempts that were retries of a failed attempt.', () => this.#retries);
+    scrapedCounter(registers, 'cairn_upstream_retries_total', 'Origin attempts that were retries of a failed attempt.', () => this.#retries);
   }
 
   /**
@@ -145,19 +148,12 @@ export class CairnMetrics {
     perTier('cairn_cache_bytes', 'Bytes stored, per cache tier.', (t) => t.bytes);
     perTier('cairn_cache_objects', 'Objects stored, per cache tier.', (t) => t.objects);
     perTier('cairn_cache_evictions', 'Objects evicted to stay under the byte limit, per tier, since start.', (t) => t.evictions);
-    const lockCounter = (name: string, help: string, pick: (c: HttpCache) => number): void => {
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          let sum = 0;
-          for (const c of caches) sum += pick(c);
-          this.inc(sum);
-        },
+    const lockCounter = (name: string, help: string, pick: (c: HttpCache) => number): void =>
+      scrapedCounter(registers, name, help, () => {
+        let sum = 0;
+        for (const c of caches) sum += pick(c);
+        return sum;
       });
-    };
     lockCounter('cairn_cache_lock_waits_total', 'Requests that waited for another request fetching the same key.', (c) => c.lock?.counters.waits ?? 0);
     lockCounter('cairn_cache_lock_timeouts_total', 'Lock waits that gave up and fetched on their own.', (c) => c.lock?.counters.timeouts ?? 0);
   }
