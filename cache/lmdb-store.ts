@@ -262,9 +262,9 @@ function metaKeyOf(key: string, variant: string): Buffer {
   return Buffer.concat([digest(key), variant === '' ? EMPTY_VARIANT_HASH : digest(variant)], META_KEY_BYTES);
 }
 
-function chunkKey(id: Buffer, index: number): Buffer {
-  const key = Buffer.allocUnsafe(HASH_BYTES + 4);
-  id.copy(key, 0);
+/** The key of chunk `index` of body `id`, written into `key` (a new buffer unless given one to reuse). */
+function chunkKey(id: Buffer, index: number, key = Buffer.allocUnsafe(HASH_BYTES + 4)): Buffer {
+  key.set(id);
   key.writeUInt32BE(index, HASH_BYTES);
   return key;
 }
@@ -628,10 +628,7 @@ export class LmdbStore implements CacheStore {
   /** The chunk's bytes, copied out of lmdb-js's read buffer; `undefined` once the body is gone. */
   #readChunk(id: Buffer, index: number): Buffer | undefined {
     if (this.#closed) return undefined;
-    const key = this.#chunkKey;
-    key.set(id);
-    key.writeUInt32BE(index, HASH_BYTES);
-    return readCopy(this.#dbs.chunks, key, this.#readPool, this.chunkSize);
+    return readCopy(this.#dbs.chunks, chunkKey(id, index, this.#chunkKey), this.#readPool, this.chunkSize);
   }
 
   #memoOf(key: string): KeyMemo {
