@@ -653,6 +653,29 @@ interface ClientFields {
   readonly hidden: ReadonlySet<string>;
   readonly names: readonly string[];
   readonly values: readonly (string | readonly string[])[];
+  /** `storedClientFieldList`'s answer, made on its first call (null: not made yet). */
+  list: FieldList | undefined | null;
+  /** The body length `list` states when the stored fields have no Content-Length. */
+  listLength: number;
+}
+
+/** A response head as `[name, value, name, value, …]`, the form `ServerResponse#writeHead` also takes. */
+export type FieldList = readonly (string | readonly string[])[];
+
+function clientFieldsOf(headers: StoredHeaders, options: ResolvedPolicyOptions): ClientFields {
+  let fields = CLIENT_FIELDS.get(headers);
+  if (fields === undefined || fields.hidden !== options.hiddenResponseHeaders) {
+    const kept = clientHeaders(headers, undefined, options);
+    fields = {
+      hidden: options.hiddenResponseHeaders,
+      names: Object.keys(kept),
+      values: Object.values(kept),
+      list: null,
+      listLength: -1,
+    };
+    CLIENT_FIELDS.set(headers, fields);
+  }
+  return fields;
 }
 
 const CLIENT_FIELDS = new WeakMap<HeaderMap, ClientFields>();
@@ -671,14 +694,8 @@ export function storedClientHeaders(
   age: string | undefined,
   options: ResolvedPolicyOptions,
 ): StoredHeaders {
-  let fields = CLIENT_FIELDS.get(headers);
-  if (fields === undefined || fields.hidden !== options.hiddenResponseHeaders) {
-    const kept = clientHeaders(headers, undefined, options);
-    fields = { hidden: options.hiddenResponseHeaders, names: Object.keys(kept), values: Object.values(kept) };
-    CLIENT_FIELDS.set(headers, fields);
-  }
+  const { names, values } = clientFieldsOf(headers, options);
   const out: StoredHeaders = {};
-  const { names, values } = fields;
   for (let i = 0; i < names.length; i++) {
     const v = values[i]!;
     // Arrays are copied, so a hook that changes one cannot change what is stored.
@@ -686,6 +703,46 @@ export function storedClientHeaders(
   }
   if (age !== undefined) out['age'] = age;
   return out;
+}
+
+/**
+ * The client fields of a stored response (what {@link storedClientHeaders} keeps, with a
+ * Content-Length of `bodyLength` when the origin sent none) as a flat list without Age, made once
+ * per stored header map. A hit that no hook sees sends a copy of it plus Age, Via and
+ * Cache-Status, and Node writes a list without walking an object's keys. `undefined` when the
+ * stored fields hold Age, Via or Cache-Status, which the engine merges as a map.
+ *
+ * @example
+ * ```ts
+ * const list = storedClientFieldList(meta.headers, meta.bodyLength, opts);
+ * if (list !== undefined) res.writeHead(200, [...list, 'age', '0']);
+ * ```
+ */
+export function storedClientFieldList(
+  headers: StoredHeaders,
+  bodyLength: number,
+  options: ResolvedPolicyOptions,
+): FieldList | undefined {
+  const fields = clientFieldsOf(headers, options);
+  if (fields.list !== null && (fields.list === undefined || fields.listLength === -1 || fields.listLength === bodyLength)) {
+    return fields.list;
+  }
+  const { names, values } = fields;
+  const list: (string | readonly string[])[] = [];
+  let length = false;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    if (name === 'age' || name === 'via' || name === 'cache-status') {
+      fields.list = undefined;
+      return undefined;
+    }
+    if (name === 'content-length') length = true;
+    list.push(name, values[i]!);
+  }
+  if (!length) list.push('content-length', String(bodyLength));
+  fields.list = list;
+  fields.listLength = length ? -1 : bodyLength;
+  return fields.list;
 }
 
 /** Conditional request fields a client may send; the engine replaces them with Cairn's own when revalidating. */

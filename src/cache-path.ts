@@ -18,6 +18,7 @@ import {
   CONDITIONAL_REQUEST_HEADERS,
   StoredPolicy,
   clientHeaders,
+  storedClientFieldList,
   storedClientHeaders,
   evaluateResponse,
   invalidationKeys,
@@ -51,6 +52,8 @@ export interface ChunkSource {
   cancel(): void;
   /** Optional: a chunk `read()` gave is no longer held by anyone (see `CachedObject.release`). */
   release?(chunk: Buffer): void;
+  /** Optional: true once `read()` would answer `null` (the chunk it gave last was the last one). */
+  atEnd?(): boolean;
 }
 
 const EMPTY_SOURCE: ChunkSource = { read: () => null, cancel: () => undefined };
@@ -138,6 +141,10 @@ class StoredSource implements ChunkSource {
     if (from >= to) return undefined;
     this.#position = chunkStart + to;
     return from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to);
+  }
+
+  atEnd(): boolean {
+    return this.#position > this.#end;
   }
 
   cancel(): void {}
@@ -538,6 +545,15 @@ export class CacheRequest<Ctx> {
     this.#count(result);
     const age = policy.ageHeader(now);
     const options = this.cache.policy;
+    if (headers === undefined && this.#plainHit(meta.status)) {
+      const list = storedClientFieldList(meta.headers, meta.bodyLength, options);
+      if (list !== undefined) {
+        const fields = list.slice();
+        fields.push('age', age);
+        this.task.serveLocalFields(meta.status, fields, meta.bodyLength, new StoredSource(object, undefined));
+        return true;
+      }
+    }
     const out = headers === undefined ? storedClientHeaders(meta.headers, age, options) : clientHeaders(headers, age, options);
     // The stored length is known even when the origin sent the body chunked: say it, so clients
     // (and the next cache) need not read to the end to know the size.
@@ -545,6 +561,27 @@ export class CacheRequest<Ctx> {
       out['content-length'] = String(meta.bodyLength);
     }
     return this.#answer(meta.status, out, meta.bodyLength, object, undefined);
+  }
+
+  /**
+   * A whole stored body to a GET over HTTP/1.1 that no hook sees and nothing makes conditional or
+   * partial (no validators, no Range): `#answer` would decide 200 with the stored fields as they
+   * are, so they go to Node as a list and no field map is made.
+   */
+  #plainHit(status: number): boolean {
+    const { session, engine } = this.task;
+    const plan = engine.plan;
+    if (plan.responseFilter || plan.cacheNotModifiedFilter || engine.draining) return false;
+    if (session.method !== 'GET' || status === 204 || status === 304) return false;
+    if (session.request.httpVersionMajor !== 1) return false;
+    const h = session.headers;
+    return (
+      h.range === undefined &&
+      h['if-none-match'] === undefined &&
+      h['if-modified-since'] === undefined &&
+      h['if-match'] === undefined &&
+      h['if-unmodified-since'] === undefined
+    );
   }
 
   /**

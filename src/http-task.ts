@@ -728,6 +728,33 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     this.#startLocal(head);
   }
 
+  /**
+   * A stored head as a flat field list, then `source`'s body: a cache hit that no hook sees (the
+   * cache path decides that; see `#plainHit` there). Via and Cache-Status are added as in `#writeHead`.
+   */
+  serveLocalFields(status: number, fields: (string | readonly string[])[], bodyLength: number, source: ChunkSource): void {
+    this.#local = source;
+    const session = this.session;
+    const res = session.response;
+    if (!session.aborted && !res.headersSent) {
+      const via = this.engine.proxy.forwarding.via;
+      if (via !== false) fields.push('via', via);
+      const cacheStatus = session.cacheStatus;
+      if (cacheStatus !== undefined) fields.push('cache-status', cacheStatus);
+      try {
+        res.writeHead(status, fields as string[]);
+      } catch (error) {
+        source.cancel();
+        this.#local = null;
+        void this.fail(hookError(error));
+        return;
+      }
+      session.status = status;
+      this.#bodyLeft = bodyLength;
+    }
+    this.#pumpLocal();
+  }
+
   #startLocal(head: ResponseHead): void {
     this.#writeHead(head);
     this.#pumpLocal();
@@ -773,7 +800,16 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       return false;
     }
     const { plan, proxy } = this.engine;
-    if (!plan.responseBodyFilter) return this.#writeLocal(chunk, this.#local);
+    if (!plan.responseBodyFilter) {
+      const source = this.#local!;
+      // The last chunk goes out with end(): one write for head, body and end, without the cork
+      // that a lone write() sets up and undoes on the next tick (most stored bodies are one chunk).
+      if (source.atEnd?.() === true && this.#trailers === null) {
+        this.#endLocal(chunk, source);
+        return false;
+      }
+      return this.#writeLocal(chunk, source);
+    }
     // The filter may keep the chunk: it is never given back to the source.
     const r = proxy.responseBodyFilter(session, chunk, false, this.ctx);
     if (isThenable(r)) {
@@ -804,6 +840,20 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     if (written) return true;
     res.once('drain', onResponseDrain);
     return false;
+  }
+
+  /** End a local body with its last chunk (no trailers, no body filter: see `#localChunk`). */
+  #endLocal(chunk: Buffer, owner: ChunkSource): void {
+    this.#local = null;
+    this.#cache?.finish();
+    const session = this.session;
+    if (session.aborted) return;
+    this.uncork();
+    session.bytesSent += chunk.length;
+    const res = session.response;
+    // end()'s callback runs on 'finish', once the last write has completed: the chunk is free then.
+    if (owner.release !== undefined && session.request.httpVersionMajor === 1) res.end(chunk, () => owner.release!(chunk));
+    else res.end(chunk);
   }
 
   // ---- downstream events -------------------------------------------------------------------

@@ -9,6 +9,7 @@ import { parseCacheStatus } from '../../src/index.ts';
 import { httpRequest, startOrigin, startRawOrigin } from '../helpers/servers.ts';
 import type { HttpRequestOptions, HttpResult } from '../helpers/servers.ts';
 import { signal, startCdn, statusOf } from '../helpers/cache.ts';
+import { CdnProxy } from '../../hooks/index.ts';
 
 const LIMIT = { timeout: 15_000 };
 
@@ -498,3 +499,42 @@ test(
     assert.equal(next.body.toString(), 'v2');
   },
 );
+
+test('a hit sends the stored fields with Age, Via and Cache-Status: the same with or without a responseFilter', LIMIT, async (t) => {
+  const origin = await startOrigin(t, (req, res) => {
+    const headers: Record<string, string> = { 'cache-control': 'max-age=60', 'content-type': 'text/plain', 'x-tag': 'a' };
+    if (req.url === '/via') headers.via = '1.0 origin-cache';
+    if (req.url === '/status') headers['cache-status'] = 'Origin; hit';
+    res.writeHead(200, headers);
+    // No Content-Length: the origin's body arrives chunked.
+    res.write('chunked ');
+    res.end('body');
+  });
+  const plain = await startCdn(t, origin);
+  const filtered = await startCdn(t, origin, {
+    make: (o) =>
+      new (class extends CdnProxy {
+        override responseFilter(): void {}
+      })(o),
+  });
+  for (const path of ['/plain', '/via', '/status']) {
+    const seen: Record<string, string | string[] | undefined>[] = [];
+    for (const { cairn } of [plain, filtered]) {
+      await get(cairn.url, path);
+      const hit = await get(cairn.url, path);
+      assert.equal(hit.body.toString(), 'chunked body');
+      assert.match(statusOf(hit), /Cairn; hit; ttl=\d+$/, path);
+      // The stored length is said, though the origin sent the body chunked.
+      assert.equal(hit.headers['content-length'], '12', path);
+      assert.equal(hit.headers['transfer-encoding'], undefined, path);
+      assert.match(String(hit.headers.age), /^\d+$/, path);
+      const { date: _date, age: _age, 'cache-status': cs, ...rest } = hit.headers;
+      seen.push({ ...rest, 'cache-status': typeof cs === 'string' ? cs.replace(/ttl=\d+/, 'ttl') : cs });
+    }
+    // The hook-free path and the field-map path agree field for field.
+    assert.deepEqual(seen[0], seen[1], path);
+    if (path === '/via') assert.equal(seen[0]!.via, '1.0 origin-cache, 1.1 cairn');
+    if (path === '/status') assert.equal(seen[0]!['cache-status'], 'Origin; hit, Cairn; hit; ttl');
+    if (path === '/plain') assert.equal(seen[0]!.via, '1.1 cairn');
+  }
+});

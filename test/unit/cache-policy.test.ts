@@ -10,6 +10,7 @@ import {
   effectiveCacheControl,
   headersToStore,
   clientHeaders,
+  storedClientFieldList,
   storedClientHeaders,
   revalidationHeaders,
   mergeNotModified,
@@ -254,6 +255,31 @@ void describe('freshness', () => {
     // Other options filter again.
     const keep = storedClientHeaders(stored, undefined, resolvePolicyOptions({ stripTargetedFields: false }));
     assert.deepEqual(keep, { 'cdn-cache-control': 'max-age=1', 'content-type': 'a', link: ['<a>', '<b>'] });
+  });
+});
+
+void describe('stored field list (hits no hook sees)', () => {
+  void test('the fields storedClientHeaders keeps, flat, without Age, with the stored length', () => {
+    const stored = { 'cdn-cache-control': 'max-age=1', 'content-type': 'a', connection: 'close', link: ['<a>', '<b>'] };
+    const list = storedClientFieldList(stored, 12, DEFAULT_POLICY_OPTIONS);
+    assert.deepEqual(list, ['content-type', 'a', 'link', ['<a>', '<b>'], 'content-length', '12']);
+    // The same map, made once; another body length (a stored object that changed) makes it again.
+    assert.equal(storedClientFieldList(stored, 12, DEFAULT_POLICY_OPTIONS), list);
+    assert.deepEqual(storedClientFieldList(stored, 7, DEFAULT_POLICY_OPTIONS)?.slice(-2), ['content-length', '7']);
+    // The origin's own Content-Length is kept, whatever length is asked for.
+    const sized = { 'content-length': '3', 'content-type': 'a' };
+    assert.deepEqual(storedClientFieldList(sized, 99, DEFAULT_POLICY_OPTIONS), ['content-length', '3', 'content-type', 'a']);
+    // A copy with Age appended is what the engine sends: the list itself is never changed by that.
+    const copy = list.slice();
+    copy.push('age', '5');
+    assert.equal(list.length, 6);
+  });
+  void test('a stored Age, Via or Cache-Status sends the hit through the field map', () => {
+    for (const name of ['age', 'via', 'cache-status']) {
+      const stored = { 'content-type': 'a', [name]: 'x' };
+      assert.equal(storedClientFieldList(stored, 1, DEFAULT_POLICY_OPTIONS), undefined, name);
+      assert.equal(storedClientFieldList(stored, 1, DEFAULT_POLICY_OPTIONS), undefined, `${name}, asked again`);
+    }
   });
 });
 
