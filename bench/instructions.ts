@@ -17,7 +17,7 @@
  * Writes bench/results/instructions.json (a generic section of bench/RESULTS.md).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,6 +48,7 @@ const HELP = `Usage: node --import tsx bench/instructions.ts [options]
   --sizes 1k,64k      object sizes (default: 1k)
   --warmup N          requests before counting (default: 20000)
   --requests N        requests counted (default: 5000)
+  --keep-dumps DIR    keep each target's callgrind dumps in DIR/<target>-<size>/ (for callgrind_annotate)
   --results-dir DIR   where instructions.json goes (default: bench/results)
   --report FILE       the RESULTS.md to regenerate (default: bench/RESULTS.md; "none" to skip)
   --help
@@ -60,6 +61,7 @@ interface Options {
   readonly requests: number;
   readonly resultsDir: string;
   readonly reportFile: string | null;
+  readonly keepDumps: string | null;
 }
 
 function parseOptions(argv: string[]): Options | null {
@@ -70,6 +72,7 @@ function parseOptions(argv: string[]): Options | null {
       sizes: { type: 'string', default: '1k' },
       warmup: { type: 'string' },
       requests: { type: 'string' },
+      'keep-dumps': { type: 'string' },
       'results-dir': { type: 'string', default: path.join(BENCH_DIR, 'results') },
       report: { type: 'string', default: path.join(BENCH_DIR, 'RESULTS.md') },
       help: { type: 'boolean', default: false },
@@ -92,6 +95,7 @@ function parseOptions(argv: string[]): Options | null {
     requests: Math.floor(positive('requests', values.requests, 5_000)),
     resultsDir: values['results-dir'],
     reportFile: values.report === 'none' ? null : values.report,
+    keepDumps: values['keep-dumps'] ?? null,
   };
 }
 
@@ -200,6 +204,11 @@ async function count(opts: Options, name: TargetName, size: string, originUrl: s
     return { target: name, size, mainPerRequest: Math.round(main / opts.requests), allPerRequest: Math.round(all / opts.requests) };
   } finally {
     await child.stop();
+    if (opts.keepDumps !== null) {
+      const dir = path.join(opts.keepDumps, `${name}-${size}`);
+      mkdirSync(dir, { recursive: true });
+      for (const f of readdirSync(tmp)) if (f.startsWith('callgrind.out')) copyFileSync(path.join(tmp, f), path.join(dir, f));
+    }
     rmSync(tmp, { recursive: true, force: true });
   }
 }
