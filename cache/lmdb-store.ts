@@ -168,8 +168,8 @@ class KeyMemo {
   /** The body id last opened under this key, and its bytes. */
   #id: string | undefined = undefined;
   #idBytes: Buffer | undefined = undefined;
-  /** The counters record's bytes when `#variants` was listed, and what the listing found. */
-  #stamp: Buffer | undefined = undefined;
+  /** The store's counters generation (see `LmdbStore#generation`) `#variants` was listed under. */
+  #generation = -1;
   #variants: readonly ObjectMeta[] = NO_METAS;
 
   constructor(key: string) {
@@ -189,17 +189,13 @@ class KeyMemo {
     return metaKey;
   }
 
-  /**
-   * The variants last listed for this key, if the counters record (`stamp`: lmdb-js's reusable
-   * read buffer, compared in place) is byte-for-byte what it was then; otherwise `undefined`.
-   */
-  variantsFor(stamp: Buffer): readonly ObjectMeta[] | undefined {
-    const known = this.#stamp;
-    return known !== undefined && sameBytes(known, stamp) ? this.#variants : undefined;
+  /** The variants last listed for this key, if listed under counters generation `generation`. */
+  variantsFor(generation: number): readonly ObjectMeta[] | undefined {
+    return generation === this.#generation ? this.#variants : undefined;
   }
 
-  rememberVariants(stamp: Buffer, variants: readonly ObjectMeta[]): void {
-    this.#stamp = ownCopy(stamp);
+  rememberVariants(generation: number, variants: readonly ObjectMeta[]): void {
+    this.#generation = generation;
     this.#variants = variants;
   }
 
@@ -474,6 +470,24 @@ export class LmdbStore implements CacheStore {
   };
   /** The key of a chunk being read (lmdb-js copies a key before it reads). */
   #chunkKey = Buffer.alloc(HASH_BYTES + 4);
+  /**
+   * Counters generation: a number that changes whenever the counters record read differs from
+   * the one read before (every transaction that changes meta rewrites it with a new stamp). A
+   * key's listing holds while it was made under the current generation.
+   */
+  #generation = 0;
+  #generationStamp: Buffer | undefined = undefined;
+  /**
+   * The counters record was read in this turn of the event loop and no commit of ours came since.
+   * Until lmdb-js renews its read snapshot nothing read can change, and it renews only after its
+   * own commits (ours clear this flag) and from a timer, which runs in a later phase of the loop
+   * than the check phase that clears this flag: requests served in one poll phase (dozens under
+   * load) read the counters once.
+   */
+  #generationChecked = false;
+  #endTurn = (): void => {
+    this.#generationChecked = false;
+  };
 
   static {
     internals = {
@@ -580,6 +594,8 @@ export class LmdbStore implements CacheStore {
     this.#now = options.now ?? Date.now;
     this.#root = root;
     this.#dbs = dbs;
+    // A commit of ours ends the read snapshot (lmdb-js renews it at the next read).
+    root.on('aftercommit', this.#endTurn);
     liveInstances.add(this.#instance);
   }
 
@@ -594,13 +610,11 @@ export class LmdbStore implements CacheStore {
     // A range scan allocates an iterator, a decoder and closures per call, and under load enough
     // of that outlived a young-generation GC to double the cost of a hit. While no transaction
     // has changed the meta database (the counters record is unchanged), the last listing holds.
-    const stamp = this.#dbs.stateRaw.getBinaryFast(COUNTERS_KEY);
-    let listed = stamp === undefined ? undefined : memo.variantsFor(stamp);
+    const generation = this.#currentGeneration();
+    let listed = generation === -1 ? undefined : memo.variantsFor(generation);
     if (listed === undefined) {
       listed = this.#listVariants(key, memo);
-      // Re-read: the scan reused lmdb-js's read buffer that `stamp` pointed into.
-      const after = this.#dbs.stateRaw.getBinaryFast(COUNTERS_KEY);
-      if (after !== undefined) memo.rememberVariants(after, listed);
+      if (generation !== -1) memo.rememberVariants(generation, listed);
     }
     if (this.#listedNow === undefined) queueMicrotask(this.#forgetListing);
     this.#listedNow = listed;
@@ -615,6 +629,22 @@ export class LmdbStore implements CacheStore {
       (metas ??= []).push(meta);
     }
     return metas === undefined ? NO_METAS : metas.length === listed.length ? listed : metas;
+  }
+
+  /** The counters generation of the current read snapshot; -1 while there is no counters record. */
+  #currentGeneration(): number {
+    if (this.#generationChecked) return this.#generation;
+    // lmdb-js's reusable read buffer: compared in place, copied only when it changed.
+    const stamp = this.#dbs.stateRaw.getBinaryFast(COUNTERS_KEY);
+    if (stamp === undefined) return -1;
+    const known = this.#generationStamp;
+    if (known === undefined || !sameBytes(known, stamp)) {
+      this.#generationStamp = ownCopy(stamp);
+      this.#generation++;
+    }
+    this.#generationChecked = true;
+    setImmediate(this.#endTurn);
+    return this.#generation;
   }
 
   /** Every stored variant of `key`, expired or not, from a range scan of its meta records. */

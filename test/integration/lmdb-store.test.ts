@@ -144,6 +144,36 @@ void describe('LmdbStore', () => {
     await b.close();
   });
 
+  void it('reads the counters once a turn and still sees its own commit as soon as it resolves', async () => {
+    const dir = await tempDir();
+    const store = await LmdbStore.open({ path: dir, maxBytes: 1024 * 1024, chunkSize: CRASH_CHUNK_SIZE });
+    await write(store, objectMeta('/seed'), Buffer.alloc(10, 1)); // the counters record exists
+    // Look up another key in every check phase, so every poll phase starts with the counters
+    // already read for its turn: only the store's own commit can end that turn early.
+    let looking = true;
+    const look = (): void => {
+      store.variants('/elsewhere');
+      if (looking) setImmediate(look);
+    };
+    setImmediate(look);
+    try {
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(store.variants('/mine'), [], 'listed before the write');
+      const stored = await write(store, objectMeta('/mine'), Buffer.alloc(4000, 5));
+      // Looked up as soon as the commit resolved, with the turn's counters read before it (lmdb-js
+      // resolves a commit in a poll phase; the store also ends the turn on its own 'aftercommit').
+      assert.deepEqual(
+        store.variants('/mine').map((m) => m.id),
+        [stored.id],
+        'its own commit, looked up in the same turn',
+      );
+    } finally {
+      looking = false;
+      await new Promise((resolve) => setImmediate(resolve));
+      await store.close();
+    }
+  });
+
   void it('opens a meta it listed in the same run without a re-read, and re-reads it in a later one', async () => {
     const dir = await tempDir();
     const a = await LmdbStore.open({ path: dir, maxBytes: 1024 * 1024, chunkSize: CRASH_CHUNK_SIZE });
