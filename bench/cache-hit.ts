@@ -37,7 +37,7 @@ import {
   type ManagedProcess,
   type RunningChild,
 } from './lib/children.ts';
-import { core, methodRecord, positive, rotate, UsageError, writeResults } from './lib/cli.ts';
+import { core, methodRecord, passLabel, positive, rotate, UsageError, writeResults } from './lib/cli.ts';
 import { pickLoadGenerator, runLoad, type LoadGeneratorName } from './lib/load.ts';
 import { coreBusyBetween, cpuSeconds, machineInfo, readCoreTimes } from './lib/machine.ts';
 import { scrapeCache } from './lib/metrics.ts';
@@ -280,6 +280,8 @@ const HELP = `Usage: node --import tsx bench/cache-hit.ts [options]    (or: npm 
   --targets a,b,c     targets (default: all): ${TARGET_NAMES.join(', ')}
   --sizes 1k,64k      object sizes (default: 1k,64k)
   --rounds N          rounds; every target runs once per size per round (default: 3)
+  --passes K          measuring passes per round: every target, every size, K times between restarts
+                      (default: 1); ratios are then paired by pass (see bench/README.md)
   --duration S        measured seconds per sample (default: 5)
   --warmup S          unmeasured seconds before each sample (default: 1)
   --connections N     concurrent connections (default: 50)
@@ -300,11 +302,11 @@ const HELP = `Usage: node --import tsx bench/cache-hit.ts [options]    (or: npm 
   --help
 `;
 
-
 interface Options {
   targets: CacheTarget[];
   sizes: string[];
   rounds: number;
+  passes: number;
   durationSec: number;
   warmupSec: number;
   connections: number;
@@ -327,6 +329,7 @@ function parseOptions(argv: string[]): Options | null {
       targets: { type: 'string' },
       sizes: { type: 'string', default: '1k,64k' },
       rounds: { type: 'string' },
+      passes: { type: 'string' },
       duration: { type: 'string' },
       warmup: { type: 'string' },
       connections: { type: 'string' },
@@ -383,6 +386,7 @@ function parseOptions(argv: string[]): Options | null {
     targets,
     sizes,
     rounds: Math.floor(positive('rounds', values.rounds, quick ? 1 : 3)),
+    passes: Math.floor(positive('passes', values.passes, 1)),
     durationSec: Math.ceil(positive('duration', values.duration, quick ? 2 : 5)),
     warmupSec: Math.ceil(positive('warmup', values.warmup, 1)),
     connections: Math.floor(positive('connections', values.connections, 50)),
@@ -586,10 +590,10 @@ export async function main(argv: string[]): Promise<void> {
   installCleanupHandlers();
   const machine = machineInfo(ROOT);
   const estimate = Math.ceil(
-    (opts.targets.length * opts.sizes.length * opts.rounds * (opts.warmupSec + opts.durationSec + 0.5)) / 60,
+    (opts.targets.length * opts.sizes.length * opts.rounds * opts.passes * (opts.warmupSec + opts.durationSec + 0.5)) / 60,
   );
   console.log(
-    `cairn cache-hit bench: ${opts.targets.length} targets x ${opts.sizes.join('/')} x ${opts.rounds} round(s), ${opts.durationSec} s + ${opts.warmupSec} s warm-up, ` +
+    `cairn cache-hit bench: ${opts.targets.length} targets x ${opts.sizes.join('/')} x ${opts.rounds} round(s)${opts.passes > 1 ? ` x ${opts.passes} passes` : ''}, ${opts.durationSec} s + ${opts.warmupSec} s warm-up, ` +
       `${opts.connections} connections, ${opts.loadgen}; about ${estimate} min${opts.smoke ? '  [SMOKE RUN: not a result]' : ''}`,
   );
   console.log(
@@ -622,33 +626,40 @@ export async function main(argv: string[]): Promise<void> {
       for (const t of live) await t.child.stop();
       const wanted = new Set(live.filter((t) => t.dropped === null).map((t) => t.def.name));
       console.log('starting every target afresh for this round (caches warmed again)');
-      live = await startTargets({ ...opts, targets: opts.targets.filter((d) => wanted.has(d.name)) }, originPort, tmp);
+      live = await startTargets(
+        { ...opts, targets: opts.targets.filter((d) => wanted.has(d.name)) },
+        originPort,
+        tmp,
+      );
     }
-    const order = rotate(live, round);
-    for (const size of opts.sizes) {
-      for (let i = 0; i < order.length; i++) {
-        const t = order[i]!;
-        if (isStopping()) return;
-        if (t.dropped !== null) continue;
-        const label = `[round ${round + 1}/${opts.rounds} ${size.padStart(4)}] ${t.def.name.padEnd(26)}`;
-        if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
-        if (t.child.hasExited()) {
-          t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
-        } else {
-          try {
-            const s = await measure(opts, t, originPort, size, round, i);
-            samples.push(s);
-            console.log(`${label} ${fmtSample(s)}`);
-            continue;
-          } catch (err) {
-            if (isStopping()) return;
-            t.dropped = (err as Error).message;
+    for (let pass = 0; pass < opts.passes; pass++) {
+      const sampleRound = round * opts.passes + pass;
+      const order = rotate(live, sampleRound);
+      for (const size of opts.sizes) {
+        for (let i = 0; i < order.length; i++) {
+          const t = order[i]!;
+          if (isStopping()) return;
+          if (t.dropped !== null) continue;
+          const label = `[round ${round + 1}/${opts.rounds}${passLabel(opts, pass)} ${size.padStart(4)}] ${t.def.name.padEnd(26)}`;
+          if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
+          if (t.child.hasExited()) {
+            t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
+          } else {
+            try {
+              const s = await measure(opts, t, originPort, size, sampleRound, i);
+              samples.push(s);
+              console.log(`${label} ${fmtSample(s)}`);
+              continue;
+            } catch (err) {
+              if (isStopping()) return;
+              t.dropped = (err as Error).message;
+            }
           }
+          console.log(`${label} DROPPED: ${t.dropped}`);
+          const prev = statuses.get(t.def.name)!;
+          setStatus(t.def, { ...prev, error: t.dropped });
+          await t.child.stop();
         }
-        console.log(`${label} DROPPED: ${t.dropped}`);
-        const prev = statuses.get(t.def.name)!;
-        setStatus(t.def, { ...prev, error: t.dropped });
-        await t.child.stop();
       }
     }
   }

@@ -39,22 +39,28 @@ import { parseSize } from './lib/sizes.ts';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH_DIR);
-const TARGETS = ['node-ceiling', 'cairn-memory', 'cairn-lmdb'] as const;
-type TargetName = (typeof TARGETS)[number];
+const HIT_TARGETS = ['node-ceiling', 'cairn-memory', 'cairn-lmdb'] as const;
+/** Pass-through: the same programs as bench/run.ts's targets of those names, asked for `/<size>` (no-store). */
+const PASS_TARGETS = ['cairn', 'cairn-bare', 'http-proxy', 'reply-from'] as const;
+type TargetName = (typeof HIT_TARGETS)[number] | (typeof PASS_TARGETS)[number];
+type Scenario = 'cache-hit' | 'passthrough';
 
 const HELP = `Usage: node --import tsx bench/instructions.ts [options]
 
-  --targets a,b       ${TARGETS.join(', ')} (default: all)
+  --scenario NAME     cache-hit (default): ${HIT_TARGETS.join(', ')}, GET /cacheable/<size>, every answer a hit;
+                      passthrough: ${PASS_TARGETS.join(', ')}, GET /<size> (no-store), every answer from the origin
+  --targets a,b       some of the scenario's targets (default: all of them)
   --sizes 1k,64k      object sizes (default: 1k)
   --warmup N          requests before counting (default: 20000)
   --requests N        requests counted (default: 5000)
   --keep-dumps DIR    keep each target's callgrind dumps in DIR/<target>-<size>/ (for callgrind_annotate)
-  --results-dir DIR   where instructions.json goes (default: bench/results)
+  --results-dir DIR   where instructions.json (instructions-passthrough.json) goes (default: bench/results)
   --report FILE       the RESULTS.md to regenerate (default: bench/RESULTS.md; "none" to skip)
   --help
 `;
 
 interface Options {
+  readonly scenario: Scenario;
   readonly targets: readonly TargetName[];
   readonly sizes: readonly string[];
   readonly warmup: number;
@@ -68,6 +74,7 @@ function parseOptions(argv: string[]): Options | null {
   const { values } = parseArgs({
     args: argv,
     options: {
+      scenario: { type: 'string', default: 'cache-hit' },
       targets: { type: 'string' },
       sizes: { type: 'string', default: '1k' },
       warmup: { type: 'string' },
@@ -82,13 +89,18 @@ function parseOptions(argv: string[]): Options | null {
     console.log(HELP);
     return null;
   }
-  const targets = (values.targets ?? TARGETS.join(',')).split(',').map((t) => t.trim());
+  const scenario = values.scenario;
+  if (scenario !== 'cache-hit' && scenario !== 'passthrough')
+    throw new UsageError(`--scenario: "${scenario}" is neither cache-hit nor passthrough`);
+  const known: readonly string[] = scenario === 'cache-hit' ? HIT_TARGETS : PASS_TARGETS;
+  const targets = (values.targets ?? known.join(',')).split(',').map((t) => t.trim());
   for (const t of targets) {
-    if (!(TARGETS as readonly string[]).includes(t)) throw new UsageError(`--targets: unknown target "${t}"`);
+    if (!known.includes(t)) throw new UsageError(`--targets: "${t}" is not a ${scenario} target (${known.join(', ')})`);
   }
   const sizes = values.sizes.split(',').map((s) => s.trim());
   for (const s of sizes) if (parseSize(s) === null) throw new UsageError(`--sizes: not a size: "${s}"`);
   return {
+    scenario,
     targets: targets as TargetName[],
     sizes,
     warmup: Math.floor(positive('warmup', values.warmup, 20_000)),
@@ -153,7 +165,10 @@ function threadTotals(dir: string, base: string): Map<number, number> {
 
 function targetArgs(name: TargetName, port: number, originUrl: string, tmp: string): string[] {
   if (name === 'node-ceiling') return [path.join(BENCH_DIR, 'targets/origin.ts'), '--port', String(port)];
+  if (name === 'cairn-bare' || name === 'http-proxy' || name === 'reply-from')
+    return [path.join(BENCH_DIR, `targets/${name}.ts`), '--port', String(port), '--origin', originUrl];
   const cli = [path.join(ROOT, 'src/cli.ts'), '--listen', `127.0.0.1:${port}`, '--origin', originUrl, '--log-level', 'silent'];
+  if (name === 'cairn') return [...cli, '--no-cache'];
   if (name === 'cairn-memory') return [...cli, '--memory-only'];
   // Every object is over the memory tier's limit, so every hit is an LMDB read (as in cache-hit.ts).
   return [...cli, '--config', writeLmdbConfig(tmp)];
@@ -188,7 +203,7 @@ async function count(opts: Options, name: TargetName, size: string, originUrl: s
     env: { ...process.env, NODE_ENV: 'production' },
   });
   try {
-    const url = `http://127.0.0.1:${port}/cacheable/${size}`;
+    const url = `http://127.0.0.1:${port}${opts.scenario === 'cache-hit' ? '/cacheable' : ''}/${size}`;
     const length = parseSize(size)!;
     await waitReady(child, url, 180_000);
     await requests(url, opts.warmup, length);
@@ -240,12 +255,27 @@ export async function main(argv: string[]): Promise<void> {
   }
   await stopAll();
 
+  const results = opts.scenario === 'cache-hit' ? hitResults(opts, counts, machine) : passResults(opts, counts, machine);
+  writeResults(
+    opts.resultsDir,
+    opts.scenario === 'cache-hit' ? 'instructions.json' : 'instructions-passthrough.json',
+    results,
+    opts.reportFile,
+  );
+}
+
+type CountResults = GenericResults & { readonly counts: readonly Count[] };
+
+const COUNT_NOTE =
+  'Counted by `node --import tsx bench/instructions.ts` (valgrind callgrind, instrumentation on only for the counted requests). The counts repeat to within a few percent run to run (the JIT does not always make the same choices: the ceiling counted 65.5k to 70.1k over several runs) on a busy machine, where throughput moves by a third; they are a guide, the throughput job is the verdict.';
+
+function hitResults(opts: Options, counts: readonly Count[], machine: GenericResults['machine']): CountResults {
   const rows = counts.map((c) => {
     const ceiling = counts.find((x) => x.size === c.size && x.target === 'node-ceiling');
     const ratio = ceiling === undefined ? 'n/a' : `${Math.round((ceiling.mainPerRequest / c.mainPerRequest) * 100)}%`;
     return [`\`${c.target}\``, c.size, c.mainPerRequest, c.allPerRequest, ratio];
   });
-  const results: GenericResults & { readonly counts: readonly Count[] } = {
+  return {
     kind: 'instructions',
     schemaVersion: 1,
     machine,
@@ -259,12 +289,38 @@ export async function main(argv: string[]): Promise<void> {
       },
     ],
     notes: [
-      'Counted by `node --import tsx bench/instructions.ts` (valgrind callgrind, instrumentation on only for the counted requests). The counts repeat to within a few percent run to run (the JIT does not always make the same choices: the ceiling counted 65.5k to 69.4k over three runs) on a busy machine, where throughput moves by a third; they are a guide to the hit path, the throughput job is the verdict.',
+      COUNT_NOTE,
       'User-space instructions only: the kernel work of each request (the same for every target here) is not in them, so the ratio is lower than the CPU-time ratio of the cache-hit job. `rep movsb` counts once per byte: a body copy weighs far more here than on the clock.',
     ],
     counts,
   };
-  writeResults(opts.resultsDir, 'instructions.json', results, opts.reportFile);
+}
+
+function passResults(opts: Options, counts: readonly Count[], machine: GenericResults['machine']): CountResults {
+  const rows = counts.map((c) => {
+    const cairn = counts.find((x) => x.size === c.size && x.target === 'cairn');
+    const ratio = cairn === undefined ? 'n/a' : `${(c.mainPerRequest / cairn.mainPerRequest).toFixed(2)}x`;
+    return [`\`${c.target}\``, c.size, c.mainPerRequest, c.allPerRequest, ratio];
+  });
+  return {
+    kind: 'instructions-passthrough',
+    schemaVersion: 1,
+    machine,
+    smoke: false,
+    title: 'Instructions per pass-through request (callgrind): Cairn vs the Node proxies',
+    tables: [
+      {
+        caption: `${opts.warmup} requests to warm each proxy, then ${opts.requests} counted (10 keep-alive connections, \`GET /<size>\` answered \`no-store\` by the origin, which is not counted).`,
+        columns: ['target', 'size', 'main thread / request', 'all threads / request', 'target / cairn (main thread)'],
+        rows,
+      },
+    ],
+    notes: [
+      COUNT_NOTE,
+      'User-space instructions of the proxy process only. Each proxy also makes four socket calls per request (a read and a write on each side), whose kernel work is not counted: the pass-through target (RPS >= 1.3x the better Node peer) needs a peer / cairn ratio here well above 1.3x.',
+    ],
+    counts,
+  };
 }
 
 try {

@@ -27,7 +27,7 @@ import {
   type ManagedProcess,
   type RunningChild,
 } from './lib/children.ts';
-import { core, methodRecord, positive, rotate, UsageError, writeResults } from './lib/cli.ts';
+import { core, methodRecord, passLabel, positive, rotate, UsageError, writeResults } from './lib/cli.ts';
 import { pickLoadGenerator, runLoad, type LoadGeneratorName } from './lib/load.ts';
 import { coreBusyBetween, cpuSeconds, machineInfo, readCoreTimes } from './lib/machine.ts';
 import { scrapeReuse } from './lib/metrics.ts';
@@ -45,6 +45,8 @@ const HELP = `Usage: npm run bench -- [options]
                       ${TARGET_NAMES.join(', ')}
   --sizes 1k,64k      response body sizes (default: 1k,64k)
   --rounds N          rounds; every target runs once per size per round (default: 3)
+  --passes K          measuring passes per round: every target, every size, K times between restarts
+                      (default: 1); ratios are then paired by pass (see bench/README.md)
   --duration S        measured seconds per sample, whole (default: 5)
   --warmup S          unmeasured seconds before each sample, whole (default: 1)
   --connections N     concurrent connections (default: 50)
@@ -67,6 +69,7 @@ interface Options {
   targets: TargetDef[];
   sizes: string[];
   rounds: number;
+  passes: number;
   durationSec: number;
   warmupSec: number;
   connections: number;
@@ -88,6 +91,7 @@ function parseOptions(argv: string[]): Options | null {
       targets: { type: 'string' },
       sizes: { type: 'string', default: '1k,64k' },
       rounds: { type: 'string' },
+      passes: { type: 'string' },
       duration: { type: 'string' },
       warmup: { type: 'string' },
       connections: { type: 'string' },
@@ -140,6 +144,7 @@ function parseOptions(argv: string[]): Options | null {
     targets,
     sizes,
     rounds: Math.floor(positive('rounds', values.rounds, quick ? 1 : 3)),
+    passes: Math.floor(positive('passes', values.passes, 1)),
     // wrk and autocannon take whole seconds.
     durationSec: Math.ceil(positive('duration', values.duration, quick ? 2 : 5)),
     warmupSec: Math.ceil(positive('warmup', values.warmup, 1)),
@@ -266,7 +271,11 @@ async function restartTargets(
   for (const t of live) await t.child?.stop();
   const wanted = new Set(live.filter((t) => t.dropped === null).map((t) => t.def.name));
   console.log('starting every target afresh for this round');
-  return startTargets({ ...opts, targets: opts.targets.filter((d) => wanted.has(d.name)) }, origin, originPort);
+  return startTargets(
+    { ...opts, targets: opts.targets.filter((d) => wanted.has(d.name)) },
+    origin,
+    originPort,
+  );
 }
 
 /** Round r runs the targets rotated by r, so no target is always first (or last) after a pause. */
@@ -315,9 +324,9 @@ async function main(): Promise<void> {
   installCleanupHandlers();
   const machine = machineInfo(ROOT);
   const perSample = opts.warmupSec + opts.durationSec + 0.3;
-  const estimate = Math.ceil((opts.targets.length * opts.sizes.length * opts.rounds * perSample) / 60);
+  const estimate = Math.ceil((opts.targets.length * opts.sizes.length * opts.rounds * opts.passes * perSample) / 60);
   console.log(
-    `cairn bench: ${opts.targets.length} targets x ${opts.sizes.join('/')} x ${opts.rounds} round(s), ${opts.durationSec} s + ${opts.warmupSec} s warm-up, ` +
+    `cairn bench: ${opts.targets.length} targets x ${opts.sizes.join('/')} x ${opts.rounds} round(s)${opts.passes > 1 ? ` x ${opts.passes} passes` : ''}, ${opts.durationSec} s + ${opts.warmupSec} s warm-up, ` +
       `${opts.connections} connections, ${opts.loadgen}; about ${estimate} min${opts.smoke ? '  [SMOKE RUN: not a result]' : ''}`,
   );
   console.log(
@@ -346,31 +355,34 @@ async function main(): Promise<void> {
 
   for (let round = 0; round < opts.rounds && live.length > 0; round++) {
     if (round > 0 && opts.freshPerRound) live = await restartTargets(opts, live, origin, originPort);
-    const order = rotate(live, round);
-    for (const size of opts.sizes) {
-      for (let i = 0; i < order.length; i++) {
-        const t = order[i]!;
-        if (isStopping()) return;
-        if (t.dropped !== null) continue;
-        const label = `[round ${round + 1}/${opts.rounds} ${size.padStart(4)}] ${t.def.name.padEnd(16)}`;
-        if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
-        if (t.child?.hasExited() === true) {
-          t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
-        } else {
-          try {
-            const s = await measure(opts, t, origin, size, round, i);
-            samples.push(s);
-            console.log(`${label} ${fmtSample(s)}`);
-            continue;
-          } catch (err) {
-            if (isStopping()) return; // the load generator was stopped by our own signal handler
-            t.dropped = (err as Error).message;
+    for (let pass = 0; pass < opts.passes; pass++) {
+      const sampleRound = round * opts.passes + pass;
+      const order = rotate(live, sampleRound);
+      for (const size of opts.sizes) {
+        for (let i = 0; i < order.length; i++) {
+          const t = order[i]!;
+          if (isStopping()) return;
+          if (t.dropped !== null) continue;
+          const label = `[round ${round + 1}/${opts.rounds}${passLabel(opts, pass)} ${size.padStart(4)}] ${t.def.name.padEnd(16)}`;
+          if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
+          if (t.child?.hasExited() === true) {
+            t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
+          } else {
+            try {
+              const s = await measure(opts, t, origin, size, sampleRound, i);
+              samples.push(s);
+              console.log(`${label} ${fmtSample(s)}`);
+              continue;
+            } catch (err) {
+              if (isStopping()) return; // the load generator was stopped by our own signal handler
+              t.dropped = (err as Error).message;
+            }
           }
+          console.log(`${label} DROPPED: ${t.dropped}`);
+          const prev = statuses.get(t.def.name)!;
+          setStatus(t.def, { ...prev, error: t.dropped });
+          if (t.child !== null) await t.child.stop();
         }
-        console.log(`${label} DROPPED: ${t.dropped}`);
-        const prev = statuses.get(t.def.name)!;
-        setStatus(t.def, { ...prev, error: t.dropped });
-        if (t.child !== null) await t.child.stop();
       }
     }
   }

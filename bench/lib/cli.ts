@@ -14,7 +14,8 @@ export class UsageError extends Error {}
 export function positive(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number, got "${value}"`);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new UsageError(`--${name} must be a positive number, got "${value}"`);
   return n;
 }
 
@@ -41,6 +42,8 @@ export interface MethodOptions {
   readonly durationSec: number;
   readonly warmupSec: number;
   readonly rounds: number;
+  /** Measuring passes per round (every target, every size), between restarts of the processes. */
+  readonly passes: number;
   readonly sizes: readonly string[];
   readonly proxyCore: number | null;
   readonly loadgenCore: number | null;
@@ -48,8 +51,16 @@ export interface MethodOptions {
   readonly freshPerRound: boolean;
 }
 
+/** ` pass 2/3` in a sample's label when a round has several passes. */
+export function passLabel(opts: { readonly passes: number }, pass: number): string {
+  return opts.passes > 1 ? ` pass ${pass + 1}/${opts.passes}` : '';
+}
+
 /** How a run measured, as recorded in its result file. */
-export function methodRecord(opts: MethodOptions, wrkVersion: string | undefined): PassthroughResults['method'] {
+export function methodRecord(
+  opts: MethodOptions,
+  wrkVersion: string | undefined,
+): PassthroughResults['method'] {
   return {
     loadGenerator: opts.loadgen === 'wrk' ? (wrkVersion ?? 'wrk') : 'autocannon 8',
     connections: opts.connections,
@@ -57,6 +68,7 @@ export function methodRecord(opts: MethodOptions, wrkVersion: string | undefined
     durationSec: opts.durationSec,
     warmupSec: opts.warmupSec,
     rounds: opts.rounds,
+    passes: opts.passes,
     sizes: opts.sizes,
     pinning: { proxyCore: opts.proxyCore, loadgenCore: opts.loadgenCore, originCore: opts.originCore },
     freshPerRound: opts.freshPerRound,
@@ -64,7 +76,12 @@ export function methodRecord(opts: MethodOptions, wrkVersion: string | undefined
 }
 
 /** Write `results` to `resultsDir/fileName`, then regenerate the report if one was asked for. */
-export function writeResults(resultsDir: string, fileName: string, results: unknown, reportFile: string | null): void {
+export function writeResults(
+  resultsDir: string,
+  fileName: string,
+  results: unknown,
+  reportFile: string | null,
+): void {
   mkdirSync(resultsDir, { recursive: true });
   const out = path.join(resultsDir, fileName);
   writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);

@@ -96,6 +96,11 @@ export interface PassthroughResults extends ResultFileBase {
     readonly durationSec: number;
     readonly warmupSec: number;
     readonly rounds: number;
+    /**
+     * Measuring passes per round (absent before this option: 1). A sample's `round` is then its
+     * pass, counted over the whole run: round * passes + pass.
+     */
+    readonly passes?: number;
     readonly sizes: readonly string[];
     readonly pinning: {
       readonly proxyCore: number | null;

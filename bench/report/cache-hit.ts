@@ -5,7 +5,7 @@
  */
 import type { CacheHitResults, CacheHitSample } from '../lib/results.ts';
 import { pairedRatio } from '../lib/stats.ts';
-import { fmtInt, fmtMs, freshNote, machineLines, table } from './format.ts';
+import { fmtInt, fmtMs, freshNote, machineLines, passesNote, table } from './format.ts';
 import { oneLine, sizeTitle, summarise, type Row } from './passthrough.ts';
 
 /** Share of the Node ceiling's RPS each Cairn tier must reach. */
@@ -121,7 +121,7 @@ export function renderCacheHit(data: CacheHitResults): string {
   const p = m.pinning;
   out.push(
     `**Method.** ${m.loadGenerator}, ${m.threads} thread, ${m.connections} keep-alive connections, ${m.warmupSec} s warm-up then ${m.durationSec} s measured per sample; ` +
-      `${m.rounds} round(s), the order of targets rotating from round to round${freshNote(m.freshPerRound)}; numbers are the **median over rounds**. Every target answers ` +
+      `${m.rounds} round(s)${passesNote(m.passes)}, the order of targets rotating from round to round${freshNote(m.freshPerRound)}; numbers are the **median over rounds**. Every target answers ` +
       '`GET /cacheable/<size>`, which the origin serves from a Buffer with `Cache-Control: public, max-age=3600`. Before measuring, each target was warmed ' +
       "and shown to hit (the origin's request count did not move, and the headers said so: see *verified*). During every sample the origin's count is read " +
       'before the warm-up and after the run; *origin asked* must be 0.',

@@ -38,6 +38,13 @@ export function machineLines(m: MachineInfo): string[] {
 }
 
 /** How the run treated target processes between rounds, as a clause of the Method paragraph. */
+/** How a round's passes were taken, for the Method paragraph (nothing for one pass a round). */
+export function passesNote(passes: number | undefined): string {
+  return passes === undefined || passes <= 1
+    ? ''
+    : ` of ${passes} passes each (every target, every size, ${passes} times between restarts; a "round" in the tables and the pairing below is one pass)`;
+}
+
 export function freshNote(freshPerRound: boolean | undefined): string {
   if (freshPerRound === true) {
     return '; every target was started afresh (and warmed again) for each round, so a process that happens to run slow counts in one round, not in all';

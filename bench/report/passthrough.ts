@@ -5,7 +5,7 @@
 import { reuseRatio } from '../lib/metrics.ts';
 import type { PassthroughResults, PassthroughSample, ReuseCounters } from '../lib/results.ts';
 import { max, median, min, pairedRatio, spread } from '../lib/stats.ts';
-import { fmtInt, fmtMs, freshNote, machineLines, table } from './format.ts';
+import { fmtInt, fmtMs, freshNote, machineLines, passesNote, table } from './format.ts';
 
 /** Cairn pass-through must beat the best Node peer by this factor (RPS). */
 export const NODE_PEER_TARGET = 1.3;
@@ -252,7 +252,7 @@ export function renderPassthrough(data: PassthroughResults): string {
   out.push(...machineLines(data.machine), '');
   out.push(
     `**Method.** ${m.loadGenerator}, ${m.threads} thread, ${m.connections} keep-alive connections, ${m.warmupSec} s warm-up then ${m.durationSec} s measured per sample; ` +
-      `${m.rounds} round(s); in each round every target is measured once per body size, and the order of targets rotates from round to round so that ` +
+      `${m.rounds} round(s)${passesNote(m.passes)}; in each round every target is measured once per body size, and the order of targets rotates from round to round so that ` +
       `noise and position spread evenly${freshNote(m.freshPerRound)}. Numbers are the **median over rounds**. All traffic is on 127.0.0.1; the origin answers from a preallocated Buffer ` +
       `with \`Cache-Control: no-store\`, HTTP/1.1 keep-alive.`,
     '',
