@@ -37,7 +37,7 @@ import {
   type ManagedProcess,
   type RunningChild,
 } from './lib/children.ts';
-import { core, methodRecord, passLabel, positive, rotate, UsageError, writeResults } from './lib/cli.ts';
+import { core, methodRecord, positive, roundSlots, UsageError, writeResults } from './lib/cli.ts';
 import { pickLoadGenerator, runLoad, type LoadGeneratorName } from './lib/load.ts';
 import { coreBusyBetween, cpuSeconds, machineInfo, readCoreTimes } from './lib/machine.ts';
 import { scrapeCache } from './lib/metrics.ts';
@@ -590,7 +590,12 @@ export async function main(argv: string[]): Promise<void> {
   installCleanupHandlers();
   const machine = machineInfo(ROOT);
   const estimate = Math.ceil(
-    (opts.targets.length * opts.sizes.length * opts.rounds * opts.passes * (opts.warmupSec + opts.durationSec + 0.5)) / 60,
+    (opts.targets.length *
+      opts.sizes.length *
+      opts.rounds *
+      opts.passes *
+      (opts.warmupSec + opts.durationSec + 0.5)) /
+      60,
   );
   console.log(
     `cairn cache-hit bench: ${opts.targets.length} targets x ${opts.sizes.join('/')} x ${opts.rounds} round(s)${opts.passes > 1 ? ` x ${opts.passes} passes` : ''}, ${opts.durationSec} s + ${opts.warmupSec} s warm-up, ` +
@@ -632,35 +637,29 @@ export async function main(argv: string[]): Promise<void> {
         tmp,
       );
     }
-    for (let pass = 0; pass < opts.passes; pass++) {
-      const sampleRound = round * opts.passes + pass;
-      const order = rotate(live, sampleRound);
-      for (const size of opts.sizes) {
-        for (let i = 0; i < order.length; i++) {
-          const t = order[i]!;
+    for (const slot of roundSlots(opts, live, round)) {
+      const t = slot.target;
+      if (isStopping()) return;
+      if (t.dropped !== null) continue;
+      const label = `${slot.label} ${t.def.name.padEnd(26)}`;
+      if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
+      if (t.child.hasExited()) {
+        t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
+      } else {
+        try {
+          const s = await measure(opts, t, originPort, slot.size, slot.sampleRound, slot.order);
+          samples.push(s);
+          console.log(`${label} ${fmtSample(s)}`);
+          continue;
+        } catch (err) {
           if (isStopping()) return;
-          if (t.dropped !== null) continue;
-          const label = `[round ${round + 1}/${opts.rounds}${passLabel(opts, pass)} ${size.padStart(4)}] ${t.def.name.padEnd(26)}`;
-          if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
-          if (t.child.hasExited()) {
-            t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
-          } else {
-            try {
-              const s = await measure(opts, t, originPort, size, sampleRound, i);
-              samples.push(s);
-              console.log(`${label} ${fmtSample(s)}`);
-              continue;
-            } catch (err) {
-              if (isStopping()) return;
-              t.dropped = (err as Error).message;
-            }
-          }
-          console.log(`${label} DROPPED: ${t.dropped}`);
-          const prev = statuses.get(t.def.name)!;
-          setStatus(t.def, { ...prev, error: t.dropped });
-          await t.child.stop();
+          t.dropped = (err as Error).message;
         }
       }
+      console.log(`${label} DROPPED: ${t.dropped}`);
+      const prev = statuses.get(t.def.name)!;
+      setStatus(t.def, { ...prev, error: t.dropped });
+      await t.child.stop();
     }
   }
   console.log(`measured for ${Math.round((Date.now() - started) / 1000)} s`);

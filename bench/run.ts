@@ -27,7 +27,7 @@ import {
   type ManagedProcess,
   type RunningChild,
 } from './lib/children.ts';
-import { core, methodRecord, passLabel, positive, rotate, UsageError, writeResults } from './lib/cli.ts';
+import { core, methodRecord, positive, roundSlots, UsageError, writeResults } from './lib/cli.ts';
 import { pickLoadGenerator, runLoad, type LoadGeneratorName } from './lib/load.ts';
 import { coreBusyBetween, cpuSeconds, machineInfo, readCoreTimes } from './lib/machine.ts';
 import { scrapeReuse } from './lib/metrics.ts';
@@ -324,7 +324,9 @@ async function main(): Promise<void> {
   installCleanupHandlers();
   const machine = machineInfo(ROOT);
   const perSample = opts.warmupSec + opts.durationSec + 0.3;
-  const estimate = Math.ceil((opts.targets.length * opts.sizes.length * opts.rounds * opts.passes * perSample) / 60);
+  const estimate = Math.ceil(
+    (opts.targets.length * opts.sizes.length * opts.rounds * opts.passes * perSample) / 60,
+  );
   console.log(
     `cairn bench: ${opts.targets.length} targets x ${opts.sizes.join('/')} x ${opts.rounds} round(s)${opts.passes > 1 ? ` x ${opts.passes} passes` : ''}, ${opts.durationSec} s + ${opts.warmupSec} s warm-up, ` +
       `${opts.connections} connections, ${opts.loadgen}; about ${estimate} min${opts.smoke ? '  [SMOKE RUN: not a result]' : ''}`,
@@ -355,35 +357,29 @@ async function main(): Promise<void> {
 
   for (let round = 0; round < opts.rounds && live.length > 0; round++) {
     if (round > 0 && opts.freshPerRound) live = await restartTargets(opts, live, origin, originPort);
-    for (let pass = 0; pass < opts.passes; pass++) {
-      const sampleRound = round * opts.passes + pass;
-      const order = rotate(live, sampleRound);
-      for (const size of opts.sizes) {
-        for (let i = 0; i < order.length; i++) {
-          const t = order[i]!;
-          if (isStopping()) return;
-          if (t.dropped !== null) continue;
-          const label = `[round ${round + 1}/${opts.rounds}${passLabel(opts, pass)} ${size.padStart(4)}] ${t.def.name.padEnd(16)}`;
-          if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
-          if (t.child?.hasExited() === true) {
-            t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
-          } else {
-            try {
-              const s = await measure(opts, t, origin, size, sampleRound, i);
-              samples.push(s);
-              console.log(`${label} ${fmtSample(s)}`);
-              continue;
-            } catch (err) {
-              if (isStopping()) return; // the load generator was stopped by our own signal handler
-              t.dropped = (err as Error).message;
-            }
-          }
-          console.log(`${label} DROPPED: ${t.dropped}`);
-          const prev = statuses.get(t.def.name)!;
-          setStatus(t.def, { ...prev, error: t.dropped });
-          if (t.child !== null) await t.child.stop();
+    for (const slot of roundSlots(opts, live, round)) {
+      const t = slot.target;
+      if (isStopping()) return;
+      if (t.dropped !== null) continue;
+      const label = `${slot.label} ${t.def.name.padEnd(16)}`;
+      if (origin.hasExited()) throw new Error(`the origin died: ${origin.outputTail()}`);
+      if (t.child?.hasExited() === true) {
+        t.dropped = `process exited mid-run: ${t.child.outputTail().split('\n').slice(-3).join(' | ')}`;
+      } else {
+        try {
+          const s = await measure(opts, t, origin, slot.size, slot.sampleRound, slot.order);
+          samples.push(s);
+          console.log(`${label} ${fmtSample(s)}`);
+          continue;
+        } catch (err) {
+          if (isStopping()) return; // the load generator was stopped by our own signal handler
+          t.dropped = (err as Error).message;
         }
       }
+      console.log(`${label} DROPPED: ${t.dropped}`);
+      const prev = statuses.get(t.def.name)!;
+      setStatus(t.def, { ...prev, error: t.dropped });
+      if (t.child !== null) await t.child.stop();
     }
   }
   console.log(`measured for ${Math.round((Date.now() - started) / 1000)} s`);

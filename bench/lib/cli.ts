@@ -51,9 +51,38 @@ export interface MethodOptions {
   readonly freshPerRound: boolean;
 }
 
-/** ` pass 2/3` in a sample's label when a round has several passes. */
-export function passLabel(opts: { readonly passes: number }, pass: number): string {
-  return opts.passes > 1 ? ` pass ${pass + 1}/${opts.passes}` : '';
+/** One sample to take in a round: which target, which size, and the round the sample records. */
+export interface SampleSlot<T> {
+  readonly target: T;
+  readonly size: string;
+  /** The pass over the whole run (round * passes + pass): what the sample records as its round. */
+  readonly sampleRound: number;
+  /** Position of the target in this pass's rotated order. */
+  readonly order: number;
+  /** `[round 1/3 pass 2/3   1k]`, for the progress line. */
+  readonly label: string;
+}
+
+/**
+ * The samples of round `round`, in the order to take them: each pass rotates the targets, then
+ * measures every target at every size.
+ */
+export function* roundSlots<T>(
+  opts: { readonly rounds: number; readonly passes: number; readonly sizes: readonly string[] },
+  live: readonly T[],
+  round: number,
+): Generator<SampleSlot<T>> {
+  for (let pass = 0; pass < opts.passes; pass++) {
+    const sampleRound = round * opts.passes + pass;
+    const order = rotate(live, sampleRound);
+    const passPart = opts.passes > 1 ? ` pass ${pass + 1}/${opts.passes}` : '';
+    for (const size of opts.sizes) {
+      for (let i = 0; i < order.length; i++) {
+        const label = `[round ${round + 1}/${opts.rounds}${passPart} ${size.padStart(4)}]`;
+        yield { target: order[i]!, size, sampleRound, order: i, label };
+      }
+    }
+  }
 }
 
 /** How a run measured, as recorded in its result file. */
