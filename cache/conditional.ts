@@ -72,6 +72,24 @@ export function weakMatch(a: EntityTag, b: EntityTag): boolean {
 }
 
 /**
+ * Whether the request carries any of the RFC 9110 §13.1 preconditions (If-Match, If-None-Match,
+ * If-Modified-Since, If-Unmodified-Since); without one, `evaluateConditional` answers `'none'`.
+ *
+ * @example
+ * ```ts
+ * hasPreconditions({ 'if-none-match': '"v1"' }); // true
+ * ```
+ */
+export function hasPreconditions(request: HeaderMap): boolean {
+  return (
+    request['if-match'] !== undefined ||
+    request['if-none-match'] !== undefined ||
+    request['if-modified-since'] !== undefined ||
+    request['if-unmodified-since'] !== undefined
+  );
+}
+
+/**
  * Evaluate `If-Match`, `If-Unmodified-Since`, `If-None-Match` and `If-Modified-Since` against a
  * stored response, in RFC 9110 §13.2.2 order. Only a 2xx stored response is evaluated (RFC 9110
  * §13.1: preconditions do not apply otherwise). `If-Modified-Since` uses Last-Modified, or the
@@ -91,14 +109,7 @@ export function evaluateConditional(
 ): ConditionalResult {
   if (storedStatus < 200 || storedStatus > 299) return 'none';
   // No conditional field: every step below is skipped (most requests; spares parsing the validators).
-  if (
-    request['if-match'] === undefined &&
-    request['if-none-match'] === undefined &&
-    request['if-modified-since'] === undefined &&
-    request['if-unmodified-since'] === undefined
-  ) {
-    return 'none';
-  }
+  if (!hasPreconditions(request)) return 'none';
   const getOrHead = method === 'GET' || method === 'HEAD';
   const etag = parseEntityTag(headerValue(stored, 'etag'));
   const lastModified = parseHttpDate(headerValue(stored, 'last-modified'));

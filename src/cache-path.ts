@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { Dispatcher } from 'undici';
 import type { HttpCache, LookupResult } from '../cache/http-cache.ts';
 import type { ForwardReason } from '../cache/cache-status.ts';
-import { evaluateConditional, NOT_MODIFIED_HEADERS } from '../cache/conditional.ts';
+import { evaluateConditional, hasPreconditions, NOT_MODIFIED_HEADERS } from '../cache/conditional.ts';
 import { varyVariant } from '../cache/key.ts';
 import type { InflightObject, InflightReader, WaitOutcome } from '../cache/lock.ts';
 import type { CacheControl, ResponseVerdict } from '../cache/policy.ts';
@@ -574,14 +574,7 @@ export class CacheRequest<Ctx> {
     if (plan.responseFilter || plan.cacheNotModifiedFilter || engine.draining) return false;
     if (session.method !== 'GET' || status === 204 || status === 304) return false;
     if (session.request.httpVersionMajor !== 1) return false;
-    const h = session.headers;
-    return (
-      h.range === undefined &&
-      h['if-none-match'] === undefined &&
-      h['if-modified-since'] === undefined &&
-      h['if-match'] === undefined &&
-      h['if-unmodified-since'] === undefined
-    );
+    return session.headers.range === undefined && !hasPreconditions(session.headers);
   }
 
   /**
