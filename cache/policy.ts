@@ -653,9 +653,8 @@ interface ClientFields {
   readonly hidden: ReadonlySet<string>;
   readonly names: readonly string[];
   readonly values: readonly (string | readonly string[])[];
-  /** `storedClientFieldList`'s answer, made on its first call (null: not made yet). */
+  /** `storedClientFieldList`'s answer for `listLength` (null: not made yet). */
   list: FieldList | undefined | null;
-  /** The body length `list` states when the stored fields have no Content-Length. */
   listLength: number;
 }
 
@@ -724,25 +723,24 @@ export function storedClientFieldList(
   options: ResolvedPolicyOptions,
 ): FieldList | undefined {
   const fields = clientFieldsOf(headers, options);
-  if (fields.list !== null && (fields.list === undefined || fields.listLength === -1 || fields.listLength === bodyLength)) {
-    return fields.list;
+  if (fields.list === null || fields.listLength !== bodyLength) {
+    fields.list = fieldList(fields, bodyLength);
+    fields.listLength = bodyLength;
   }
-  const { names, values } = fields;
+  return fields.list;
+}
+
+function fieldList({ names, values }: ClientFields, bodyLength: number): FieldList | undefined {
   const list: (string | readonly string[])[] = [];
   let length = false;
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
-    if (name === 'age' || name === 'via' || name === 'cache-status') {
-      fields.list = undefined;
-      return undefined;
-    }
+    if (name === 'age' || name === 'via' || name === 'cache-status') return undefined;
     if (name === 'content-length') length = true;
     list.push(name, values[i]!);
   }
   if (!length) list.push('content-length', String(bodyLength));
-  fields.list = list;
-  fields.listLength = length ? -1 : bodyLength;
-  return fields.list;
+  return list;
 }
 
 /** Conditional request fields a client may send; the engine replaces them with Cairn's own when revalidating. */
