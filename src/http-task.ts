@@ -833,10 +833,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const session = this.session;
     session.bytesSent += chunk.length;
     const res = session.response;
-    const written =
-      owner?.release !== undefined && session.request.httpVersionMajor === 1
-        ? res.write(chunk, () => owner.release!(chunk))
-        : res.write(chunk);
+    const written = this.#takesBack(owner) ? res.write(chunk, () => owner!.release!(chunk)) : res.write(chunk);
     if (written) return true;
     res.once('drain', onResponseDrain);
     return false;
@@ -852,8 +849,13 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     session.bytesSent += chunk.length;
     const res = session.response;
     // end()'s callback runs on 'finish', once the last write has completed: the chunk is free then.
-    if (owner.release !== undefined && session.request.httpVersionMajor === 1) res.end(chunk, () => owner.release!(chunk));
+    if (this.#takesBack(owner)) res.end(chunk, () => owner.release!(chunk));
     else res.end(chunk);
+  }
+
+  /** Whether a written chunk goes back to `owner` when the write completes: its tier lends chunks, over HTTP/1.1. */
+  #takesBack(owner: ChunkSource | null): boolean {
+    return owner?.release !== undefined && this.session.request.httpVersionMajor === 1;
   }
 
   // ---- downstream events -------------------------------------------------------------------
