@@ -95,7 +95,8 @@ function parseOptions(argv: string[]): Options | null {
   const known: readonly string[] = scenario === 'cache-hit' ? HIT_TARGETS : PASS_TARGETS;
   const targets = (values.targets ?? known.join(',')).split(',').map((t) => t.trim());
   for (const t of targets) {
-    if (!known.includes(t)) throw new UsageError(`--targets: "${t}" is not a ${scenario} target (${known.join(', ')})`);
+    if (!known.includes(t))
+      throw new UsageError(`--targets: "${t}" is not a ${scenario} target (${known.join(', ')})`);
   }
   const sizes = values.sizes.split(',').map((s) => s.trim());
   for (const s of sizes) if (parseSize(s) === null) throw new UsageError(`--sizes: not a size: "${s}"`);
@@ -127,7 +128,11 @@ async function requests(url: string, n: number, length: number): Promise<void> {
             res.on('data', (c: Buffer) => (bytes += c.length));
             res.on('end', () => {
               if (res.statusCode !== 200 || bytes !== length) {
-                reject(new Error(`GET ${url} answered ${res.statusCode} with ${bytes} bytes (want 200 with ${length})`));
+                reject(
+                  new Error(
+                    `GET ${url} answered ${res.statusCode} with ${bytes} bytes (want 200 with ${length})`,
+                  ),
+                );
                 return;
               }
               if (++done === n) resolve();
@@ -167,7 +172,15 @@ function targetArgs(name: TargetName, port: number, originUrl: string, tmp: stri
   if (name === 'node-ceiling') return [path.join(BENCH_DIR, 'targets/origin.ts'), '--port', String(port)];
   if (name === 'cairn-bare' || name === 'http-proxy' || name === 'reply-from')
     return [path.join(BENCH_DIR, `targets/${name}.ts`), '--port', String(port), '--origin', originUrl];
-  const cli = [path.join(ROOT, 'src/cli.ts'), '--listen', `127.0.0.1:${port}`, '--origin', originUrl, '--log-level', 'silent'];
+  const cli = [
+    path.join(ROOT, 'src/cli.ts'),
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--origin',
+    originUrl,
+    '--log-level',
+    'silent',
+  ];
   if (name === 'cairn') return [...cli, '--no-cache'];
   if (name === 'cairn-memory') return [...cli, '--memory-only'];
   // Every object is over the memory tier's limit, so every hit is an LMDB read (as in cache-hit.ts).
@@ -216,13 +229,19 @@ async function count(opts: Options, name: TargetName, size: string, originUrl: s
     if (main === undefined) throw new Error(`${name}: no callgrind dump for the main thread in ${tmp}`);
     let all = 0;
     for (const v of totals.values()) all += v;
-    return { target: name, size, mainPerRequest: Math.round(main / opts.requests), allPerRequest: Math.round(all / opts.requests) };
+    return {
+      target: name,
+      size,
+      mainPerRequest: Math.round(main / opts.requests),
+      allPerRequest: Math.round(all / opts.requests),
+    };
   } finally {
     await child.stop();
     if (opts.keepDumps !== null) {
       const dir = path.join(opts.keepDumps, `${name}-${size}`);
       mkdirSync(dir, { recursive: true });
-      for (const f of readdirSync(tmp)) if (f.startsWith('callgrind.out')) copyFileSync(path.join(tmp, f), path.join(dir, f));
+      for (const f of readdirSync(tmp))
+        if (f.startsWith('callgrind.out')) copyFileSync(path.join(tmp, f), path.join(dir, f));
     }
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -231,7 +250,8 @@ async function count(opts: Options, name: TargetName, size: string, originUrl: s
 export async function main(argv: string[]): Promise<void> {
   const opts = parseOptions(argv);
   if (opts === null) return;
-  if (spawnSync('valgrind', ['--version']).status !== 0) throw new UsageError('valgrind is not installed (Debian package valgrind)');
+  if (spawnSync('valgrind', ['--version']).status !== 0)
+    throw new UsageError('valgrind is not installed (Debian package valgrind)');
   installCleanupHandlers();
   const machine = machineInfo(ROOT);
   const originPort = await freePort();
@@ -250,75 +270,76 @@ export async function main(argv: string[]): Promise<void> {
     for (const name of opts.targets) {
       const c = await count(opts, name, size, originUrl);
       counts.push(c);
-      console.log(`${size.padStart(4)} ${name.padEnd(14)} main thread ${c.mainPerRequest} / all threads ${c.allPerRequest} instructions per request`);
+      console.log(
+        `${size.padStart(4)} ${name.padEnd(14)} main thread ${c.mainPerRequest} / all threads ${c.allPerRequest} instructions per request`,
+      );
     }
   }
   await stopAll();
 
-  const results = opts.scenario === 'cache-hit' ? hitResults(opts, counts, machine) : passResults(opts, counts, machine);
   writeResults(
     opts.resultsDir,
-    opts.scenario === 'cache-hit' ? 'instructions.json' : 'instructions-passthrough.json',
-    results,
+    `${SCENARIO_REPORT[opts.scenario].kind}.json`,
+    countResults(opts, counts, machine),
     opts.reportFile,
   );
 }
 
-type CountResults = GenericResults & { readonly counts: readonly Count[] };
-
 const COUNT_NOTE =
   'Counted by `node --import tsx bench/instructions.ts` (valgrind callgrind, instrumentation on only for the counted requests). The counts repeat to within a few percent run to run (the JIT does not always make the same choices: the ceiling counted 65.5k to 70.1k over several runs) on a busy machine, where throughput moves by a third; they are a guide, the throughput job is the verdict.';
 
-function hitResults(opts: Options, counts: readonly Count[], machine: GenericResults['machine']): CountResults {
-  const rows = counts.map((c) => {
-    const ceiling = counts.find((x) => x.size === c.size && x.target === 'node-ceiling');
-    const ratio = ceiling === undefined ? 'n/a' : `${Math.round((ceiling.mainPerRequest / c.mainPerRequest) * 100)}%`;
-    return [`\`${c.target}\``, c.size, c.mainPerRequest, c.allPerRequest, ratio];
-  });
-  return {
+/** How each scenario's results are labelled and compared: the hits with the ceiling, the proxies with Cairn. */
+const SCENARIO_REPORT = {
+  'cache-hit': {
     kind: 'instructions',
-    schemaVersion: 1,
-    machine,
-    smoke: false,
     title: 'Instructions per cache hit (callgrind): Cairn vs the Node ceiling',
-    tables: [
-      {
-        caption: `${opts.warmup} requests to warm each target, then ${opts.requests} counted (10 keep-alive connections, \`GET /cacheable/<size>\`, every answer a hit).`,
-        columns: ['target', 'size', 'main thread / request', 'all threads / request', 'ceiling / target (main thread)'],
-        rows,
-      },
-    ],
-    notes: [
-      COUNT_NOTE,
-      'User-space instructions only: the kernel work of each request (the same for every target here) is not in them, so the ratio is lower than the CPU-time ratio of the cache-hit job. `rep movsb` counts once per byte: a body copy weighs far more here than on the clock.',
-    ],
-    counts,
-  };
-}
+    request: '`GET /cacheable/<size>`, every answer a hit',
+    base: 'node-ceiling',
+    column: 'ceiling / target (main thread)',
+    ratio: (base: number, target: number): string => `${Math.round((base / target) * 100)}%`,
+    note: 'User-space instructions only: the kernel work of each request (the same for every target here) is not in them, so the ratio is lower than the CPU-time ratio of the cache-hit job. `rep movsb` counts once per byte: a body copy weighs far more here than on the clock.',
+  },
+  passthrough: {
+    kind: 'instructions-passthrough',
+    title: 'Instructions per pass-through request (callgrind): Cairn vs the Node proxies',
+    request: '`GET /<size>` answered `no-store` by the origin, which is not counted',
+    base: 'cairn',
+    column: 'target / cairn (main thread)',
+    ratio: (base: number, target: number): string => `${(target / base).toFixed(2)}x`,
+    note: 'User-space instructions of the proxy process only. Each proxy also makes four socket calls per request (a read and a write on each side), whose kernel work is not counted: the pass-through target (RPS >= 1.3x the better Node peer) needs a peer / cairn ratio here well above 1.3x.',
+  },
+} as const;
 
-function passResults(opts: Options, counts: readonly Count[], machine: GenericResults['machine']): CountResults {
+function countResults(
+  opts: Options,
+  counts: readonly Count[],
+  machine: GenericResults['machine'],
+): GenericResults & { readonly counts: readonly Count[] } {
+  const r = SCENARIO_REPORT[opts.scenario];
   const rows = counts.map((c) => {
-    const cairn = counts.find((x) => x.size === c.size && x.target === 'cairn');
-    const ratio = cairn === undefined ? 'n/a' : `${(c.mainPerRequest / cairn.mainPerRequest).toFixed(2)}x`;
-    return [`\`${c.target}\``, c.size, c.mainPerRequest, c.allPerRequest, ratio];
+    const base = counts.find((x) => x.size === c.size && x.target === r.base);
+    return [
+      `\`${c.target}\``,
+      c.size,
+      c.mainPerRequest,
+      c.allPerRequest,
+      base === undefined ? 'n/a' : r.ratio(base.mainPerRequest, c.mainPerRequest),
+    ];
   });
   return {
-    kind: 'instructions-passthrough',
+    kind: r.kind,
     schemaVersion: 1,
     machine,
     smoke: false,
-    title: 'Instructions per pass-through request (callgrind): Cairn vs the Node proxies',
+    title: r.title,
     tables: [
       {
-        caption: `${opts.warmup} requests to warm each proxy, then ${opts.requests} counted (10 keep-alive connections, \`GET /<size>\` answered \`no-store\` by the origin, which is not counted).`,
-        columns: ['target', 'size', 'main thread / request', 'all threads / request', 'target / cairn (main thread)'],
+        caption: `${opts.warmup} requests to warm each target, then ${opts.requests} counted (10 keep-alive connections, ${r.request}).`,
+        columns: ['target', 'size', 'main thread / request', 'all threads / request', r.column],
         rows,
       },
     ],
-    notes: [
-      COUNT_NOTE,
-      'User-space instructions of the proxy process only. Each proxy also makes four socket calls per request (a read and a write on each side), whose kernel work is not counted: the pass-through target (RPS >= 1.3x the better Node peer) needs a peer / cairn ratio here well above 1.3x.',
-    ],
+    notes: [COUNT_NOTE, r.note],
     counts,
   };
 }
