@@ -95,7 +95,22 @@ export class TieredStore implements CacheStore {
   }
 
   variants(key: string): readonly ObjectMeta[] {
+    return this.#withDisk(key, this.#memory.variants(key));
+  }
+
+  /**
+   * Memory's variants alone when one of them is accepted: `variants()` lists memory's first and
+   * prefers memory's copy of a variant both tiers hold, so the disk could add nothing a lookup would
+   * use. A memory hit then costs no disk read.
+   */
+  variantsFor(key: string, selects: (meta: ObjectMeta) => boolean): readonly ObjectMeta[] {
     const inMemory = this.#memory.variants(key);
+    if (inMemory.some(selects)) return inMemory;
+    return this.#withDisk(key, inMemory);
+  }
+
+  /** Memory's variants of `key` merged with the disk's, memory first and preferred. */
+  #withDisk(key: string, inMemory: readonly ObjectMeta[]): readonly ObjectMeta[] {
     const disk = this.#disk;
     if (disk === undefined) return inMemory;
     // Both lookups are synchronous. Memory may hold only some variants, so merge, preferring memory.

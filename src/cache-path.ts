@@ -342,7 +342,9 @@ export class CacheRequest<Ctx> {
   }
 
   #lookupKey(key: string): MaybePromise<boolean> {
-    const variants = this.cache.store.variants(key);
+    const store = this.cache.store;
+    const variants =
+      store.variantsFor === undefined ? store.variants(key) : store.variantsFor(key, (meta) => this.#selects(meta));
     if (isThenable(variants)) return variants.then((v) => this.#choose(v));
     return this.#choose(variants);
   }
@@ -366,12 +368,17 @@ export class CacheRequest<Ctx> {
     return varyVariant(vary, session.headers, (name, value) => proxy.cacheVaryFilter(session, name, value, ctx));
   }
 
+  /** Whether this request selects `meta`'s variant (RFC 9111 §4.1). */
+  #selects(meta: ObjectMeta): boolean {
+    return this.#variantOf(meta.headers.vary) === meta.variant;
+  }
+
   #choose(variants: readonly ObjectMeta[]): MaybePromise<boolean> {
     const { session, ctx, engine } = this.task;
     const { proxy, plan } = engine;
     let meta: ObjectMeta | undefined;
     for (const candidate of variants) {
-      if (this.#variantOf(candidate.headers.vary) === candidate.variant) {
+      if (this.#selects(candidate)) {
         meta = candidate;
         break;
       }

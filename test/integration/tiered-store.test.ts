@@ -155,6 +155,34 @@ void describe('TieredStore', () => {
     await store.close();
   });
 
+  void it('variantsFor reads the disk only when memory holds no selected variant', async () => {
+    const store = await openTiered(4096);
+    await write(store, { ...meta('/sel'), variant: 'small' }, patternBody(6, 100));
+    const large = await write(store, { ...meta('/sel'), variant: 'large' }, patternBody(7, 8000));
+    const disk = store.disk!;
+    let diskReads = 0;
+    const variants = disk.variants.bind(disk);
+    disk.variants = (key) => {
+      diskReads++;
+      return variants(key);
+    };
+    const small = store.variantsFor('/sel', (m) => m.variant === 'small');
+    assert.deepEqual(
+      small.map((m) => m.variant),
+      ['small'],
+    );
+    assert.equal(diskReads, 0, 'a memory hit does not read the disk');
+    const found = store.variantsFor('/sel', (m) => m.variant === 'large');
+    assert.equal(found.find((m) => m.variant === 'large')?.id, large.id);
+    assert.equal(diskReads, 1, 'a variant only the disk holds is found there');
+    assert.deepEqual(
+      store.variantsFor('/sel', (m) => m.variant === 'other'),
+      store.variants('/sel'),
+      'no selected variant: all of them',
+    );
+    await store.close();
+  });
+
   void it('purges and meta updates reach both tiers', async () => {
     const store = await openTiered();
     const stored = await write(store, meta('/both'), patternBody(8, 500));
