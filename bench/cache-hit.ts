@@ -168,10 +168,11 @@ function cairnTargets(root: string, suffix: string): CacheTarget[] {
   return [
     {
       name: `cairn-memory${suffix}`,
-      description: 'the Cairn CLI, `--memory-only`, access log off: hits from the memory tier',
+      description:
+        'the Cairn CLI on its default tiers (memory over LMDB, `--cache-dir` in a temp dir), access log off: hits from the memory tier',
       start: (ctx) =>
         startSpec(
-          cairnSpec(`cairn-memory${suffix}`, ctx, ['--memory-only'], root),
+          cairnSpec(`cairn-memory${suffix}`, ctx, ['--cache-dir', path.join(ctx.tmp, 'lmdb-default')], root),
           ctx.port,
           `http://127.0.0.1:${ctx.adminPort}/metrics`,
         ),

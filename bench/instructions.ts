@@ -182,7 +182,8 @@ function targetArgs(name: TargetName, port: number, originUrl: string, tmp: stri
     'silent',
   ];
   if (name === 'cairn') return [...cli, '--no-cache'];
-  if (name === 'cairn-memory') return [...cli, '--memory-only'];
+  // The default tiers, as in cache-hit.ts: a memory hit reads nothing from the disk tier.
+  if (name === 'cairn-memory') return [...cli, '--cache-dir', path.join(tmp, 'lmdb-default')];
   // Every object is over the memory tier's limit, so every hit is an LMDB read (as in cache-hit.ts).
   return [...cli, '--config', writeLmdbConfig(tmp)];
 }
