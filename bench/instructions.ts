@@ -41,7 +41,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH_DIR);
 const HIT_TARGETS = ['node-ceiling', 'cairn-memory', 'cairn-lmdb'] as const;
 /** Pass-through: the same programs as bench/run.ts's targets of those names, asked for `/<size>` (no-store). */
-const PASS_TARGETS = ['cairn', 'cairn-bare', 'http-proxy', 'reply-from'] as const;
+const PASS_TARGETS = ['cairn', 'cairn-bare', 'http-proxy', 'reply-from', 'node-floor-proxy'] as const;
 type TargetName = (typeof HIT_TARGETS)[number] | (typeof PASS_TARGETS)[number];
 type Scenario = 'cache-hit' | 'passthrough';
 
@@ -170,7 +170,7 @@ function threadTotals(dir: string, base: string): Map<number, number> {
 
 function targetArgs(name: TargetName, port: number, originUrl: string, tmp: string): string[] {
   if (name === 'node-ceiling') return [path.join(BENCH_DIR, 'targets/origin.ts'), '--port', String(port)];
-  if (name === 'cairn-bare' || name === 'http-proxy' || name === 'reply-from')
+  if (name === 'cairn-bare' || name === 'http-proxy' || name === 'reply-from' || name === 'node-floor-proxy')
     return [path.join(BENCH_DIR, `targets/${name}.ts`), '--port', String(port), '--origin', originUrl];
   const cli = [
     path.join(ROOT, 'src/cli.ts'),

@@ -94,6 +94,15 @@ export const TARGETS: readonly TargetDef[] = [
     }),
   },
   {
+    name: 'node-floor-proxy',
+    description:
+      "node:http + one undici Pool (reply-from's settings) forwarding and streaming back, nothing else: the floor under any Node proxy on these libraries",
+    launch: (ctx) => ({
+      spec: nodeScript('node-floor-proxy', here('targets/node-floor-proxy.ts'), proxyArgs(ctx), ctx.core),
+      metricsUrl: null,
+    }),
+  },
+  {
     name: 'nginx',
     description: 'nginx proxy_pass, 1 worker, upstream keepalive 64, HTTP/1.1 to the origin, access log off',
     launch: (ctx) => ({

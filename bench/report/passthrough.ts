@@ -151,6 +151,8 @@ function comparisons(rows: ReadonlyMap<string, Row>, samples: readonly Passthrou
     ]);
   }
 
+  out.push(...floorLines(rows, cairn, best));
+
   for (const other of ['nginx', 'node-ceiling', 'direct']) {
     const o = rows.get(other);
     if (cairn !== undefined && o !== undefined)
@@ -160,6 +162,44 @@ function comparisons(rows: ReadonlyMap<string, Row>, samples: readonly Passthrou
   return out;
 }
 
+/**
+ * Cairn and the best Node peer against `node-floor-proxy` (node:http + undici doing nothing but
+ * forward), and the share of the floor's throughput that the peer target asks of Cairn: how much
+ * room the target leaves for everything Cairn does on top of its libraries.
+ */
+function floorLines(
+  rows: ReadonlyMap<string, Row>,
+  cairn: Row | undefined,
+  best: Row | undefined,
+): string[][] {
+  const floor = rows.get(FLOOR);
+  if (floor === undefined) return [[`cairn / ${FLOOR}, RPS`, `n/a (no result for ${FLOOR})`, '', 'info']];
+  const out: string[][] = [];
+  if (cairn !== undefined) {
+    out.push([`cairn / ${FLOOR}, RPS`, pct(cairn.rps / floor.rps), '', 'info']);
+    if (cairn.cpuUsPerReq !== null && floor.cpuUsPerReq !== null) {
+      out.push([
+        `cairn vs ${FLOOR}, CPU per request`,
+        `${signed(cairn.cpuUsPerReq - floor.cpuUsPerReq)} µs (${ratio(cairn.cpuUsPerReq, floor.cpuUsPerReq)})`,
+        '',
+        'info: what Cairn costs on top of its libraries',
+      ]);
+    }
+  }
+  if (best !== undefined) {
+    out.push([`${best.target} / ${FLOOR}, RPS`, pct(best.rps / floor.rps), '', 'info']);
+    out.push([
+      `${NODE_PEER_TARGET.toFixed(2)}x ${best.target}, as a share of ${FLOOR}'s RPS`,
+      pct((best.rps * NODE_PEER_TARGET) / floor.rps),
+      '',
+      'info: the peer target restated against the floor',
+    ]);
+  }
+  return out;
+}
+
+const FLOOR = 'node-floor-proxy';
+
 const CAIRN_TARGETS = ['cairn', 'cairn-all-hooks', 'cairn-bare'] as const;
 
 /**
@@ -167,7 +207,10 @@ const CAIRN_TARGETS = ['cairn', 'cairn-all-hooks', 'cairn-bare'] as const;
  * run the last scrape has them all; with a fresh process per round, each round's last scrape is
  * that process's total, and the rounds add up.
  */
-function processTotals(scraped: readonly PassthroughSample[], freshPerRound: boolean): ReuseCounters | undefined {
+function processTotals(
+  scraped: readonly PassthroughSample[],
+  freshPerRound: boolean,
+): ReuseCounters | undefined {
   if (!freshPerRound) return scraped[scraped.length - 1]?.reuse ?? undefined;
   const lastOfRound = new Map<number, ReuseCounters>();
   for (const s of scraped) if (s.reuse !== null) lastOfRound.set(s.round, s.reuse);
