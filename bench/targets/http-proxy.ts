@@ -7,19 +7,10 @@
  *   node --import tsx bench/targets/http-proxy.ts --port 8082 --origin http://127.0.0.1:8081
  */
 import http from 'node:http';
-import { parseArgs } from 'node:util';
 import httpProxy from 'http-proxy';
+import { proxyTargetArgs } from '../lib/target-args.ts';
 
-const { values } = parseArgs({
-  options: {
-    port: { type: 'string' },
-    origin: { type: 'string' },
-    host: { type: 'string', default: '127.0.0.1' },
-  },
-});
-const port = Number(values.port);
-if (!Number.isInteger(port) || port <= 0 || values.origin === undefined)
-  throw new Error('http-proxy target: --port N --origin URL are required');
+const { port, origin, host } = proxyTargetArgs('http-proxy');
 
 const agent = new http.Agent({
   keepAlive: true,
@@ -27,7 +18,7 @@ const agent = new http.Agent({
   maxFreeSockets: 128,
   keepAliveMsecs: 60_000,
 });
-const proxy = httpProxy.createProxyServer({ target: values.origin, agent });
+const proxy = httpProxy.createProxyServer({ target: origin, agent });
 
 proxy.on('error', (err, _req, res) => {
   // Answer instead of crashing the process; a 502 shows up as a non-2xx error in the sample.
@@ -44,8 +35,8 @@ const server = http.createServer({ keepAlive: true }, (req, res) => {
   proxy.web(req, res);
 });
 server.keepAliveTimeout = 120_000;
-server.listen(port, values.host, () => {
-  console.log(`http-proxy listening on http://${values.host}:${port} -> ${values.origin}`);
+server.listen(port, host, () => {
+  console.log(`http-proxy listening on http://${host}:${port} -> ${origin}`);
 });
 
 const stop = (): void => {

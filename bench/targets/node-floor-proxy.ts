@@ -15,21 +15,12 @@
  */
 import http from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { parseArgs } from 'node:util';
 import { Pool, type Dispatcher } from 'undici';
+import { proxyTargetArgs } from '../lib/target-args.ts';
 
-const { values } = parseArgs({
-  options: {
-    port: { type: 'string' },
-    origin: { type: 'string' },
-    host: { type: 'string', default: '127.0.0.1' },
-  },
-});
-const port = Number(values.port);
-if (!Number.isInteger(port) || port <= 0 || values.origin === undefined)
-  throw new Error('node-floor-proxy target: --port N --origin URL are required');
+const { port, origin, host } = proxyTargetArgs('node-floor-proxy');
 
-const pool = new Pool(values.origin, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 });
+const pool = new Pool(origin, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 });
 
 /** One per request: undici's handler for the origin exchange, writing straight into `res`. */
 class Forward implements Dispatcher.DispatchHandler {
@@ -95,8 +86,8 @@ function onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
 
 const server = http.createServer({ keepAlive: true }, onRequest);
 server.keepAliveTimeout = 120_000;
-server.listen(port, values.host, () => {
-  console.log(`node-floor-proxy listening on http://${values.host}:${port} -> ${values.origin}`);
+server.listen(port, host, () => {
+  console.log(`node-floor-proxy listening on http://${host}:${port} -> ${origin}`);
 });
 
 const stop = (): void => {

@@ -8,15 +8,10 @@
  *   node --import tsx bench/targets/undici-cache.ts --port 8080 --origin http://127.0.0.1:8081
  */
 import http from 'node:http';
-import { parseArgs } from 'node:util';
+import { proxyTargetArgs } from '../lib/target-args.ts';
 import { Agent, interceptors } from 'undici';
 
-const { values } = parseArgs({ options: { port: { type: 'string' }, origin: { type: 'string' } } });
-const port = Number(values.port);
-const origin = values.origin;
-if (!Number.isInteger(port) || port <= 0 || origin === undefined) {
-  throw new Error('undici-cache: --port N --origin URL are required');
-}
+const { port, origin } = proxyTargetArgs('undici-cache');
 
 const dispatcher = new Agent({ connections: 128, keepAliveTimeout: 60_000 }).compose(interceptors.cache());
 
