@@ -78,6 +78,8 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
   #corked: boolean;
   /** Body bytes the response head announced and `#writeChunk` has not written yet; -1: unknown. */
   #bodyLeft: number;
+  /** Whether `closed()` is wired to the response's 'close' (see `run`). */
+  #listening: boolean;
 
   constructor(engine: Engine<Ctx>, request: IncomingMessage, response: ServerResponse) {
     this.engine = engine;
@@ -106,9 +108,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     this.#logged = false;
     this.#corked = false;
     this.#bodyLeft = -1;
-    (response as TaskResponse)[kTask] = this;
-    // 'close' fires once; `on` avoids the wrapper closure `once` allocates per request.
-    response.on('close', onResponseClose);
+    this.#listening = false;
   }
 
   /**
@@ -121,10 +121,22 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     try {
       step = this.#requestPhases();
     } catch (error) {
+      step = undefined;
       void this.#failOrServeStale(hookError(error));
-      return;
     }
+    // Wired after the synchronous part: 'close' and 'drain' are never emitted during it, and a hit
+    // that `#endLocal` finished there has been logged already, so it skips the listener (whose
+    // call costs a hit about as much as the log line itself).
+    if (!this.#logged) this.#listen();
     if (isThenable(step)) step.then(undefined, (error: unknown) => this.#failOrServeStale(hookError(error)));
+  }
+
+  #listen(): void {
+    this.#listening = true;
+    const response = this.session.response as TaskResponse;
+    response[kTask] = this;
+    // 'close' fires once; `on` avoids the wrapper closure `once` allocates per request.
+    response.on('close', onResponseClose);
   }
 
   #requestPhases(): Step {
@@ -851,6 +863,11 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     // end()'s callback runs on 'finish', once the last write has completed: the chunk is free then.
     if (this.#takesBack(owner)) res.end(chunk, () => owner.release!(chunk));
     else res.end(chunk);
+    // Still inside `run` (a synchronous hit), and the socket took every byte: the response is over
+    // on Cairn's side, the point at which nginx logs too, so log now and leave 'close' unwired. A
+    // response still buffered (a slow client, a pipelined request ahead of it) waits for 'close',
+    // which tells a complete response from a client that went away.
+    if (!this.#listening && session.request.httpVersionMajor === 1 && res.writableLength === 0) this.#log();
   }
 
   /** Whether a written chunk goes back to `owner` when the write completes: its tier lends chunks, over HTTP/1.1. */
