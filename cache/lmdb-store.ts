@@ -604,7 +604,7 @@ export class LmdbStore implements CacheStore {
     return this.#orphansCollected;
   }
 
-  variants(key: string): readonly ObjectMeta[] {
+  variants(key: string, now: number = this.#now()): readonly ObjectMeta[] {
     if (this.#closed) return NO_METAS;
     const memo = this.#memoOf(key);
     // A range scan allocates an iterator, a decoder and closures per call, and under load enough
@@ -618,7 +618,6 @@ export class LmdbStore implements CacheStore {
     }
     if (this.#listedNow === undefined) queueMicrotask(this.#forgetListing);
     this.#listedNow = listed;
-    const now = this.#now();
     let metas: ObjectMeta[] | undefined;
     for (let i = 0; i < listed.length; i++) {
       const meta = listed[i]!;
@@ -658,7 +657,7 @@ export class LmdbStore implements CacheStore {
     return metas ?? NO_METAS;
   }
 
-  open(meta: ObjectMeta): SyncCachedObject | undefined {
+  open(meta: ObjectMeta, now: number = this.#now()): SyncCachedObject | undefined {
     if (this.#closed) return undefined;
     const memo = this.#memoOf(meta.key);
     let current = meta;
@@ -668,7 +667,7 @@ export class LmdbStore implements CacheStore {
       if (record === undefined || record.meta.id !== meta.id || record.meta.key !== meta.key) return undefined;
       current = record.meta;
     }
-    if (current.expiresAt <= this.#now()) {
+    if (current.expiresAt <= now) {
       this.#dropExpired(current);
       return undefined;
     }

@@ -97,10 +97,9 @@ export class MemoryStore implements CacheStore {
     this.#now = options.now ?? Date.now;
   }
 
-  variants(key: string): readonly ObjectMeta[] {
+  variants(key: string, now: number = this.#now()): readonly ObjectMeta[] {
     const variants = this.#byKey.get(key);
     if (variants === undefined) return NO_METAS;
-    const now = this.#now();
     const metas: ObjectMeta[] = [];
     for (const entry of variants.values()) {
       if (entry.meta.expiresAt <= now) this.#remove(entry);
@@ -109,10 +108,10 @@ export class MemoryStore implements CacheStore {
     return metas;
   }
 
-  open(meta: ObjectMeta): SyncCachedObject | undefined {
+  open(meta: ObjectMeta, now: number = this.#now()): SyncCachedObject | undefined {
     const entry = this.#byKey.get(meta.key)?.get(meta.variant);
     if (entry === undefined || entry.meta.id !== meta.id) return undefined;
-    if (entry.meta.expiresAt <= this.#now()) {
+    if (entry.meta.expiresAt <= now) {
       this.#remove(entry);
       return undefined;
     }

@@ -653,7 +653,7 @@ interface ClientFields {
   readonly hidden: ReadonlySet<string>;
   readonly names: readonly string[];
   readonly values: readonly (string | readonly string[])[];
-  /** `storedClientFieldList`'s answer for `listLength` (null: not made yet). */
+  /** `storedHitFieldList`'s answer for `listLength` (null: not made yet). */
   list: FieldList | undefined | null;
   listLength: number;
 }
@@ -706,18 +706,19 @@ export function storedClientHeaders(
 
 /**
  * The client fields of a stored response (what {@link storedClientHeaders} keeps, with a
- * Content-Length of `bodyLength` when the origin sent none) as a flat list without Age, made once
- * per stored header map. A hit that no hook sees sends a copy of it plus Age, Via and
- * Cache-Status, and Node writes a list without walking an object's keys. `undefined` when the
- * stored fields hold Age, Via or Cache-Status, which the engine merges as a map.
+ * Content-Length of `bodyLength` when the origin sent none) as a flat list made once per stored
+ * header map, ending in three pairs whose values are empty: Age, Via and Cache-Status, which a hit
+ * fills in its own copy (one allocation of the final size, and Node writes a list without walking
+ * an object's keys). `undefined` when the stored fields hold Age, Via or Cache-Status themselves,
+ * which the engine merges as a map.
  *
  * @example
  * ```ts
- * const list = storedClientFieldList(meta.headers, meta.bodyLength, opts);
- * if (list !== undefined) res.writeHead(200, [...list, 'age', '0']);
+ * const list = storedHitFieldList(meta.headers, meta.bodyLength, opts);
+ * // [...stored fields, 'age', '', 'via', '', 'cache-status', '']
  * ```
  */
-export function storedClientFieldList(
+export function storedHitFieldList(
   headers: StoredHeaders,
   bodyLength: number,
   options: ResolvedPolicyOptions,
@@ -730,16 +731,20 @@ export function storedClientFieldList(
   return fields.list;
 }
 
+/** The names of the empty pairs that end a {@link storedHitFieldList}, in order. */
+export const HIT_FIELD_SLOTS: readonly string[] = Object.freeze(['age', 'via', 'cache-status']);
+
 function fieldList({ names, values }: ClientFields, bodyLength: number): FieldList | undefined {
   const list: (string | readonly string[])[] = [];
   let length = false;
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
-    if (name === 'age' || name === 'via' || name === 'cache-status') return undefined;
+    if (HIT_FIELD_SLOTS.includes(name)) return undefined;
     if (name === 'content-length') length = true;
     list.push(name, values[i]!);
   }
   if (!length) list.push('content-length', String(bodyLength));
+  for (const name of HIT_FIELD_SLOTS) list.push(name, '');
   return list;
 }
 

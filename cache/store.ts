@@ -85,17 +85,23 @@ export interface CacheStoreStats {
 export interface CacheStore {
   /** Tier name for metrics and `Cache-Status` details: 'memory', 'disk', 'tiered', … */
   readonly tier: string;
-  /** Every stored variant of `key` (empty array when none). */
-  variants(key: string): MaybePromise<readonly ObjectMeta[]>;
+  /**
+   * Every stored variant of `key` (empty array when none). `now` (epoch ms) is the caller's clock
+   * reading, so that one lookup reads the clock once; without it the store reads its own clock.
+   */
+  variants(key: string, now?: number): MaybePromise<readonly ObjectMeta[]>;
   /**
    * Optional, for stores made of tiers: variants of `key` for a lookup that will use the first one
    * `selects` accepts. The answer may leave out slower tiers once a faster tier holds an accepted
    * variant, but its first accepted variant must be the one `variants(key)` would give first.
    * Without it, lookups call `variants(key)`.
    */
-  variantsFor?(key: string, selects: (meta: ObjectMeta) => boolean): MaybePromise<readonly ObjectMeta[]>;
-  /** Open a stored object for reading; `undefined` if it is gone (or `meta.id` no longer matches). */
-  open(meta: ObjectMeta): MaybePromise<CachedObject | undefined>;
+  variantsFor?(key: string, selects: (meta: ObjectMeta) => boolean, now?: number): MaybePromise<readonly ObjectMeta[]>;
+  /**
+   * Open a stored object for reading; `undefined` if it is gone (or `meta.id` no longer matches).
+   * `now` as for `variants`.
+   */
+  open(meta: ObjectMeta, now?: number): MaybePromise<CachedObject | undefined>;
   /** Start writing a new object. */
   createWriter(meta: NewObjectMeta): CacheWriter;
   /**

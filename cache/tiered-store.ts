@@ -94,8 +94,8 @@ export class TieredStore implements CacheStore {
     return this.#diskError;
   }
 
-  variants(key: string): readonly ObjectMeta[] {
-    return this.#withDisk(key, this.#memory.variants(key));
+  variants(key: string, now?: number): readonly ObjectMeta[] {
+    return this.#withDisk(key, this.#memory.variants(key, now), now);
   }
 
   /**
@@ -103,18 +103,18 @@ export class TieredStore implements CacheStore {
    * prefers memory's copy of a variant both tiers hold, so the disk could add nothing a lookup would
    * use. A memory hit then costs no disk read.
    */
-  variantsFor(key: string, selects: (meta: ObjectMeta) => boolean): readonly ObjectMeta[] {
-    const inMemory = this.#memory.variants(key);
+  variantsFor(key: string, selects: (meta: ObjectMeta) => boolean, now?: number): readonly ObjectMeta[] {
+    const inMemory = this.#memory.variants(key, now);
     if (inMemory.some(selects)) return inMemory;
-    return this.#withDisk(key, inMemory);
+    return this.#withDisk(key, inMemory, now);
   }
 
   /** Memory's variants of `key` merged with the disk's, memory first and preferred. */
-  #withDisk(key: string, inMemory: readonly ObjectMeta[]): readonly ObjectMeta[] {
+  #withDisk(key: string, inMemory: readonly ObjectMeta[], now: number | undefined): readonly ObjectMeta[] {
     const disk = this.#disk;
     if (disk === undefined) return inMemory;
     // Both lookups are synchronous. Memory may hold only some variants, so merge, preferring memory.
-    const onDisk = disk.variants(key);
+    const onDisk = disk.variants(key, now);
     if (onDisk.length === 0) return inMemory;
     if (inMemory.length === 0) return onDisk;
     const merged = [...inMemory];
@@ -124,10 +124,10 @@ export class TieredStore implements CacheStore {
     return merged;
   }
 
-  open(meta: ObjectMeta): SyncCachedObject | undefined {
-    const hit = this.#memory.open(meta);
+  open(meta: ObjectMeta, now?: number): SyncCachedObject | undefined {
+    const hit = this.#memory.open(meta, now);
     if (hit !== undefined || this.#disk === undefined) return hit;
-    const object = this.#disk.open(meta);
+    const object = this.#disk.open(meta, now);
     if (object === undefined || object.meta.bodyLength > this.#memory.maxObjectBytes) return object;
     return this.#promote(object) ?? object;
   }

@@ -18,7 +18,7 @@ import {
   CONDITIONAL_REQUEST_HEADERS,
   StoredPolicy,
   clientHeaders,
-  storedClientFieldList,
+  storedHitFieldList,
   storedClientHeaders,
   evaluateResponse,
   invalidationKeys,
@@ -343,10 +343,14 @@ export class CacheRequest<Ctx> {
 
   #lookupKey(key: string): MaybePromise<boolean> {
     const store = this.cache.store;
+    // One clock reading for the whole synchronous lookup: the stores' expiry checks and freshness.
+    const now = Date.now();
     const variants =
-      store.variantsFor === undefined ? store.variants(key) : store.variantsFor(key, (meta) => this.#selects(meta));
-    if (isThenable(variants)) return variants.then((v) => this.#choose(v));
-    return this.#choose(variants);
+      store.variantsFor === undefined
+        ? store.variants(key, now)
+        : store.variantsFor(key, (meta) => this.#selects(meta), now);
+    if (isThenable(variants)) return variants.then((v) => this.#choose(v, Date.now()));
+    return this.#choose(variants, now);
   }
 
   #requestCacheControl(): CacheControl {
@@ -373,7 +377,7 @@ export class CacheRequest<Ctx> {
     return this.#variantOf(meta.headers.vary) === meta.variant;
   }
 
-  #choose(variants: readonly ObjectMeta[]): MaybePromise<boolean> {
+  #choose(variants: readonly ObjectMeta[], now: number): MaybePromise<boolean> {
     const { session, ctx, engine } = this.task;
     const { proxy, plan } = engine;
     let meta: ObjectMeta | undefined;
@@ -392,7 +396,6 @@ export class CacheRequest<Ctx> {
       this.fwd = 'miss';
       return this.#miss();
     }
-    const now = Date.now();
     const options = this.cache.policy;
     let decision = policy.evaluate(this.#requestCacheControl(), now, options);
     if (plan.cacheHitFilter && decision.kind !== 'revalidate' && decision.kind !== 'only-if-cached') {
@@ -524,7 +527,7 @@ export class CacheRequest<Ctx> {
     headers: StoredHeaders | undefined,
     now: number,
   ): MaybePromise<boolean> {
-    const opened = this.cache.store.open(meta);
+    const opened = this.cache.store.open(meta, now);
     if (isThenable(opened)) {
       return opened.then((o) => this.#serveOpened(o, meta, policy, cacheStatus, result, headers, Date.now()));
     }
@@ -553,11 +556,9 @@ export class CacheRequest<Ctx> {
     const age = policy.ageHeader(now);
     const options = this.cache.policy;
     if (headers === undefined && this.#plainHit(meta.status)) {
-      const list = storedClientFieldList(meta.headers, meta.bodyLength, options);
+      const list = storedHitFieldList(meta.headers, meta.bodyLength, options);
       if (list !== undefined) {
-        const fields = list.slice();
-        fields.push('age', age);
-        this.task.serveLocalFields(meta.status, fields, meta.bodyLength, new StoredSource(object, undefined));
+        this.task.serveLocalHit(meta.status, list, age, meta.bodyLength, new StoredSource(object, undefined));
         return true;
       }
     }

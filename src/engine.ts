@@ -37,12 +37,16 @@ export class Engine<Ctx> {
 
   /** Register a cache the first time a request uses it, so its metrics are exported. */
   noteCache(cache: HttpCache): void {
+    // Nearly every request uses the cache the last one did.
+    if (cache === this.#lastCache) return;
+    this.#lastCache = cache;
     if (this.#caches.has(cache)) return;
     this.#caches.add(cache);
     this.metrics.addCache(cache);
   }
 
   readonly #caches = new WeakSet<HttpCache>();
+  #lastCache: HttpCache | undefined = undefined;
 
   /** The request listener: one task per request. */
   handle(request: IncomingMessage, response: ServerResponse): void {

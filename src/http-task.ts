@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Dispatcher } from 'undici';
 import type { HttpCache } from '../cache/http-cache.ts';
+import type { FieldList } from '../cache/policy.ts';
 import type { ChunkSource } from './cache-path.ts';
 import { CacheRequest } from './cache-path.ts';
 import { CairnError, isCairnError } from './errors.ts';
@@ -742,17 +743,23 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
 
   /**
    * A stored head as a flat field list, then `source`'s body: a cache hit that no hook sees (the
-   * cache path decides that; see `#plainHit` there). Via and Cache-Status are added as in `#writeHead`.
+   * cache path decides that; see `#plainHit` there). `list` is a `storedHitFieldList`: its copy
+   * gets `age`, then Via and Cache-Status as in `#writeHead` (a pair is dropped when not sent).
    */
-  serveLocalFields(status: number, fields: (string | readonly string[])[], bodyLength: number, source: ChunkSource): void {
+  serveLocalHit(status: number, list: FieldList, age: string, bodyLength: number, source: ChunkSource): void {
     this.#local = source;
     const session = this.session;
     const res = session.response;
     if (!session.aborted && !res.headersSent) {
-      const via = this.engine.proxy.forwarding.via;
-      if (via !== false) fields.push('via', via);
+      const fields = list.slice() as (string | readonly string[])[];
+      const n = fields.length;
+      fields[n - 5] = age;
       const cacheStatus = session.cacheStatus;
-      if (cacheStatus !== undefined) fields.push('cache-status', cacheStatus);
+      if (cacheStatus === undefined) fields.length = n - 2;
+      else fields[n - 1] = cacheStatus;
+      const via = this.engine.proxy.forwarding.via;
+      if (via === false) fields.splice(n - 4, 2);
+      else fields[n - 3] = via;
       try {
         res.writeHead(status, fields as string[]);
       } catch (error) {

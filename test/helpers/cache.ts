@@ -69,12 +69,12 @@ export class ObservedStore implements CacheStore {
     });
   }
 
-  variants(key: string): MaybePromise<readonly ObjectMeta[]> {
-    return this.inner.variants(key);
+  variants(key: string, now?: number): MaybePromise<readonly ObjectMeta[]> {
+    return this.inner.variants(key, now);
   }
 
-  open(meta: ObjectMeta): MaybePromise<CachedObject | undefined> {
-    return this.inner.open(meta);
+  open(meta: ObjectMeta, now?: number): MaybePromise<CachedObject | undefined> {
+    return this.inner.open(meta, now);
   }
 
   createWriter(meta: NewObjectMeta): CacheWriter {

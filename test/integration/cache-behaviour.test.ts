@@ -68,6 +68,37 @@ test('Cache-Status is on every response: miss, hit, bypass, uncacheable, origin 
   assert.equal(entry(stillHit).hit, true);
 });
 
+test('a hit carries the stored fields plus Age, Via and Cache-Status; Via off leaves it out', LIMIT, async (t) => {
+  const origin = await startOrigin(t, (_req, res) => {
+    send(res, 200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain', 'x-origin': 'o' }, 'stored body');
+  });
+  const withVia = await startCdn(t, origin);
+  const withoutVia = await startCdn(t, origin, {
+    make: (options) => new CdnProxy({ ...options, forwarding: { via: false } }),
+  });
+  for (const { cairn } of [withVia, withoutVia]) await get(cairn.url, '/v');
+  const hit = await get(withVia.cairn.url, '/v');
+  assert.match(statusOf(hit), /^Cairn; hit; ttl=\d+$/);
+  assert.equal(hit.headers.via, '1.1 cairn');
+  assert.match(String(hit.headers.age), /^\d+$/);
+  assert.equal(hit.headers['x-origin'], 'o');
+  assert.equal(hit.headers['content-length'], '11');
+  assert.equal(hit.body.toString(), 'stored body');
+  const bare = await get(withoutVia.cairn.url, '/v');
+  assert.match(statusOf(bare), /^Cairn; hit; ttl=\d+$/);
+  assert.equal(bare.headers.via, undefined);
+  assert.match(String(bare.headers.age), /^\d+$/);
+  assert.equal(bare.headers['x-origin'], 'o');
+  assert.equal(bare.body.toString(), 'stored body');
+  // Exactly one of each: a slot the hit did not fill would show up as an empty field.
+  for (const res of [hit, bare]) {
+    const names = res.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+    assert.equal(names.filter((n) => n === 'age').length, 1);
+    assert.equal(names.filter((n) => n === 'cache-status').length, 1);
+    assert.ok(!res.rawHeaders.includes(''), JSON.stringify(res.rawHeaders));
+  }
+});
+
 test(
   'the key includes the host: two Hosts are two objects, and X-Forwarded-Host does not poison it',
   LIMIT,
