@@ -751,7 +751,7 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const session = this.session;
     const res = session.response;
     if (!session.aborted && !res.headersSent) {
-      const fields = list.slice() as (string | readonly string[])[];
+      const fields = list.slice();
       const n = fields.length;
       fields[n - 5] = age;
       const cacheStatus = session.cacheStatus;
