@@ -333,6 +333,9 @@ export class CacheRequest<Ctx> {
       this.#count('bypass');
       return false;
     }
+    // A key made by concatenation is a rope: reading a character flattens it once, in place, so
+    // the stores' Map lookups hash and compare flat bytes instead of walking the rope each time.
+    key.charCodeAt(0);
     this.key = key;
     const invalidations = FENCES.get(this.cache)?.invalidations;
     // Nearly always empty: skip hashing the key then.
