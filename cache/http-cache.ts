@@ -7,6 +7,8 @@
 import { isIP } from 'node:net';
 import type { CairnError } from '../src/errors.ts';
 import { CACHE_STATUS, CacheStatusBuilder } from './cache-status.ts';
+import { purgeElsewhere, registerCache } from './cluster-purge.ts';
+import type { PurgeKind } from './cluster-purge.ts';
 import { cacheKey } from './key.ts';
 import { CacheLock } from './lock.ts';
 import type { CacheLockOptions } from './lock.ts';
@@ -65,6 +67,8 @@ export class HttpCache {
   readonly lookups: Record<LookupResult, number>;
   readonly #purgeFrom: ReadonlySet<string>;
   readonly #revalidating = new Set<string>();
+  /** Its number in the cluster's purge relay (the same cache in every worker has the same one). */
+  readonly #relayId: number;
 
   constructor(options: HttpCacheOptions) {
     this.store = options.store;
@@ -79,6 +83,7 @@ export class HttpCache {
       if (isIP(address) === 0) throw new TypeError(`HttpCache: purgeFrom entry "${address}" is not an IP address`);
     }
     this.#purgeFrom = new Set(allowed);
+    this.#relayId = registerCache((kind, value) => this.#purgeHere(kind, value));
   }
 
   /** Open a memory tier over an optional LMDB disk tier (memory only if the disk cannot open). */
@@ -126,19 +131,44 @@ export class HttpCache {
     return cacheKey(scheme, host, pathAndQuery);
   }
 
-  /** Purge every variant of one key. */
-  async purgeKey(key: string): Promise<number> {
-    // A response still arriving was fetched before this purge: it must not be stored either.
-    this.lock?.inflight(key)?.purge();
-    return this.store.delete(key);
+  /**
+   * Purge every variant of one key. Under `serve({ workers })` the purge reaches every worker's
+   * memory tier before this resolves; the count is the most any one process removed (they share
+   * the disk tier, so adding them up would count one object once per worker).
+   */
+  purgeKey(key: string): Promise<number> {
+    return this.#purge('key', key);
   }
 
+  /** Purge every object stored with this `Surrogate-Key` / `Cache-Tag` tag (in every worker). */
   purgeTag(tag: string): Promise<number> {
-    return Promise.resolve(this.store.purgeTag(tag));
+    return this.#purge('tag', tag);
   }
 
+  /** Purge every object whose key starts with `prefix` (in every worker). */
   purgePrefix(prefix: string): Promise<number> {
-    return Promise.resolve(this.store.purgePrefix(prefix));
+    return this.#purge('prefix', prefix);
+  }
+
+  async #purge(kind: PurgeKind, value: string): Promise<number> {
+    const here = await this.#purgeHere(kind, value);
+    const elsewhere = purgeElsewhere(this.#relayId, kind, value);
+    if (elsewhere === undefined) return here;
+    return Math.max(here, ...(await elsewhere));
+  }
+
+  /** Apply a purge to this process's store (both tiers) and lock only. */
+  async #purgeHere(kind: PurgeKind, value: string): Promise<number> {
+    switch (kind) {
+      case 'key':
+        // A response still arriving was fetched before this purge: it must not be stored either.
+        this.lock?.inflight(value)?.purge();
+        return this.store.delete(value);
+      case 'tag':
+        return this.store.purgeTag(value);
+      case 'prefix':
+        return this.store.purgePrefix(value);
+    }
   }
 
   /** Per-tier statistics (a tiered store reports each tier). */

@@ -10,6 +10,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { once } from 'node:events';
 import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
+import { CLUSTER_WORKER_ENV, relayPurgesAsPrimary } from '../cache/cluster-purge.ts';
 import { AdminServer } from './admin.ts';
 import { Engine } from './engine.ts';
 import { CairnError } from './errors.ts';
@@ -518,9 +519,12 @@ async function servePrimary(count: number, options: ServeOptions): Promise<Cairn
   const listen = parseAddress(options.listen ?? '127.0.0.1:8080');
   const workers: Worker[] = [];
   let stopping = false;
+  // Each worker has its own memory tier: a purge one of them (or the admin API here) makes must
+  // reach the others too.
+  relayPurgesAsPrimary();
   let bound: ListenAddress | undefined;
   const fork = (): Worker => {
-    const worker = cluster.fork({ CAIRN_WORKER: '1' });
+    const worker = cluster.fork({ [CLUSTER_WORKER_ENV]: '1' });
     worker.on('exit', (code, signal) => {
       const index = workers.indexOf(worker);
       if (index >= 0) workers.splice(index, 1);

@@ -1,0 +1,132 @@
+/**
+ * Purges under `--workers`: the workers share the LMDB tier but each keeps its own memory tier, so
+ * a purge must reach every worker's memory before it is answered. Otherwise a worker that did not
+ * take the purge keeps serving the old object from memory as a hit until it expires. Covered: a
+ * `PURGE` request (taken by one worker), the admin API's `POST /purge` (served by the primary),
+ * a surrogate-key purge, and the invalidation after an unsafe method.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { freePort, startCli, type CliProcess } from '../helpers/cli.ts';
+import { httpRequest, startOrigin, type LogLine } from '../helpers/servers.ts';
+import { statusOf, tempDir } from '../helpers/cache.ts';
+
+const LIMIT = { timeout: 90_000 };
+
+/** Wait until `check` holds, looking again after each short pause (another process's log line). */
+async function until(check: () => boolean): Promise<void> {
+  while (!check()) await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
+function accessLines(cli: CliProcess, path: string, from: number): LogLine[] {
+  return cli.logs.slice(from).filter((l) => l.msg === 'request' && l.path === path);
+}
+
+/**
+ * GET `path` on new connections (dealt round robin across the workers) until both workers have
+ * answered it as a hit, so both hold it in memory; every answer must carry `body`.
+ */
+async function hitInBothWorkers(cli: CliProcess, url: string, path: string, body: string): Promise<void> {
+  const from = cli.logs.length;
+  for (let i = 1; i <= 30; i++) {
+    const res = await httpRequest(url + path);
+    assert.equal(res.body.toString(), body);
+    await until(() => accessLines(cli, path, from).length === i);
+    const hitters = new Set(
+      accessLines(cli, path, from)
+        .filter((l) => String(l.cache).startsWith('Cairn; hit'))
+        .map((l) => l.pid),
+    );
+    if (hitters.size === 2) return;
+  }
+  assert.fail(`${path} was not a hit in both workers after 30 requests`);
+}
+
+/** Eight GETs on new connections: none may be the purged version. */
+async function neverServes(url: string, path: string, purgedBody: string): Promise<void> {
+  for (let i = 0; i < 8; i++) {
+    const res = await httpRequest(url + path);
+    assert.equal(res.status, 200);
+    assert.notEqual(res.body.toString(), purgedBody, `request ${i + 1} after the purge: ${statusOf(res)}`);
+  }
+}
+
+test(
+  'with --workers 2 a purge reaches both workers\' memory tiers: PURGE, the admin API, by tag, after a POST',
+  LIMIT,
+  async (t) => {
+    // Each fetch of a path answers a new version, so a copy that survived a purge shows.
+    const versions = new Map<string, number>();
+    const origin = await startOrigin(t, (req, res) => {
+      const path = req.url ?? '/';
+      const version = (versions.get(path) ?? 0) + 1;
+      versions.set(path, version);
+      const body = `${path} v${version}`;
+      res.writeHead(200, {
+        'cache-control': 'max-age=600',
+        'surrogate-key': 'group-a',
+        'content-length': Buffer.byteLength(body),
+      });
+      res.end(body);
+    });
+    const dir = await tempDir(t);
+    const port = await freePort();
+    const adminPort = await freePort();
+    const cli = startCli(t, [
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      `127.0.0.1:${adminPort}`,
+      '--origin',
+      origin.url,
+      '--cache-dir',
+      dir,
+      '--workers',
+      '2',
+      '--log-level',
+      'info',
+    ]);
+    await cli.waitForLog('cluster listening');
+    const url = `http://127.0.0.1:${port}`;
+
+    // 1. A PURGE request: one worker takes it, the other must drop its memory copy too.
+    await hitInBothWorkers(cli, url, '/a', '/a v1');
+    const purge = await httpRequest(`${url}/a`, { method: 'PURGE' });
+    assert.equal(purge.status, 200);
+    assert.deepEqual(JSON.parse(purge.body.toString()), { purged: 1 });
+    await neverServes(url, '/a', '/a v1');
+
+    // 2. The admin API, which the primary serves: it holds no requests' objects itself.
+    await hitInBothWorkers(cli, url, '/b', '/b v1');
+    const admin = await httpRequest(`http://127.0.0.1:${adminPort}/purge`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ url: `${url}/b` }),
+    });
+    assert.equal(admin.status, 200);
+    assert.deepEqual(JSON.parse(admin.body.toString()), { purged: 1 });
+    await neverServes(url, '/b', '/b v1');
+
+    // 3. A surrogate-key purge taken by one worker.
+    await hitInBothWorkers(cli, url, '/c', '/c v1');
+    const byTag = await httpRequest(`${url}/`, { method: 'PURGE', headers: { 'surrogate-key': 'group-a' } });
+    assert.equal(byTag.status, 200);
+    await neverServes(url, '/c', '/c v1');
+
+    // 4. An unsafe method's invalidation (RFC 9111 §4.4): applied after the response, in the
+    // background, so the other worker drops its copy shortly after rather than before the answer.
+    await hitInBothWorkers(cli, url, '/d', '/d v1');
+    const post = await httpRequest(`${url}/d`, { method: 'POST', body: 'change' });
+    assert.equal(post.status, 200);
+    const deadline = Date.now() + 5_000;
+    let fresh = 0;
+    while (fresh < 8) {
+      const res = await httpRequest(`${url}/d`);
+      fresh = res.body.toString() === '/d v1' ? 0 : fresh + 1;
+      assert.ok(Date.now() < deadline, `a worker still serves /d v1 from memory: ${statusOf(res)}`);
+    }
+
+    process.kill(cli.pid, 'SIGTERM');
+    assert.deepEqual(await cli.exited, { code: 0, signal: null });
+  },
+);
