@@ -576,10 +576,12 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
    * - `PATCH /upstreams/<group>` `{"algorithm": "least-connections"}`.
    */
   adminRoutes(admin: AdminServer): void {
-    admin.route('GET', '/upstreams', (req, res, url) => this.#adminGet(req, res, url));
-    admin.route('PUT', '/upstreams/', (req, res, url) => this.#adminPut(req, res, url));
-    admin.route('PATCH', '/upstreams/', (req, res, url) => this.#adminPatch(req, res, url));
-    admin.route('DELETE', '/upstreams/', (req, res, url) => this.#adminDelete(req, res, url));
+    // Each serving process holds its own upstream groups: under workers, every worker runs these.
+    const everyWorker = { everyWorker: true };
+    admin.route('GET', '/upstreams', (req, res, url) => this.#adminGet(req, res, url), everyWorker);
+    admin.route('PUT', '/upstreams/', (req, res, url) => this.#adminPut(req, res, url), everyWorker);
+    admin.route('PATCH', '/upstreams/', (req, res, url) => this.#adminPatch(req, res, url), everyWorker);
+    admin.route('DELETE', '/upstreams/', (req, res, url) => this.#adminDelete(req, res, url), everyWorker);
   }
 
   #adminGet(_req: IncomingMessage, res: ServerResponse, url: URL): void {

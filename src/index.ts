@@ -20,7 +20,7 @@ export type { CairnErrorOptions, ErrorCode, ErrorSource, Retryable } from './err
 export { serve, parseAddress, DEFAULT_LIMITS } from './server.ts';
 export type { CairnServer, CairnService, ListenAddress, ServeOptions, ServerLimits, ServiceRuntime } from './server.ts';
 export { AdminServer } from './admin.ts';
-export type { AdminHandler } from './admin.ts';
+export type { AdminHandler, AdminRouteOptions } from './admin.ts';
 export { CairnMetrics } from './metrics.ts';
 export { createLogger, LOG_LEVELS } from './logger.ts';
 export type { LogLevel } from './logger.ts';

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import { CLUSTER_WORKER_ENV, relayPurgesAsPrimary } from '../cache/cluster-purge.ts';
 import { AdminServer } from './admin.ts';
+import { serveWorkerAdmin, WorkerAdminRelay } from './cluster-admin.ts';
 import { Engine } from './engine.ts';
 import { CairnError } from './errors.ts';
 import type { LogLevel } from './logger.ts';
@@ -250,12 +251,23 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
 
   let admin: AdminServer | undefined;
   let adminAddress: ListenAddress | undefined;
+  let closeWorkerAdmin: (() => Promise<void>) | undefined;
   if (cluster.isWorker) {
     // The primary serves the admin listener and asks each worker for its metrics. prom-client
     // answers those requests only once an AggregatorRegistry has been made in the worker (its
     // constructor adds the message listener); without one, every scrape timed out with a 500.
     new AggregatorRegistry();
     AggregatorRegistry.setRegistries([metrics.registry]);
+    // Routes whose state each worker holds (the upstream API) run here, forwarded by the primary.
+    if (options.admin !== undefined && options.admin !== false && process.env[CLUSTER_WORKER_ENV] === '1') {
+      const own = new AdminServer(
+        () => metrics.registry.metrics(),
+        () => !engine.draining,
+        metrics.registry.contentType,
+      );
+      options.adminRoutes?.(own);
+      if (own.hasEveryWorkerRoutes) closeWorkerAdmin = await serveWorkerAdmin(own);
+    }
   } else if (options.admin !== undefined && options.admin !== false) {
     admin = new AdminServer(
       () => metrics.registry.metrics(),
@@ -273,9 +285,9 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
   const shutdownTimeout = options.shutdownTimeout ?? 10_000;
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
-    closing ??= shutdown(listener, engine, admin, logger, shutdownTimeout, services).finally(() =>
-      clearInterval(flusher),
-    );
+    closing ??= shutdown(listener, engine, admin, logger, shutdownTimeout, services)
+      .then(() => closeWorkerAdmin?.())
+      .finally(() => clearInterval(flusher));
     return closing;
   };
   if (options.signals === true || cluster.isWorker) installSignals(close, logger);
@@ -522,6 +534,8 @@ async function servePrimary(count: number, options: ServeOptions): Promise<Cairn
   // Each worker has its own memory tier: a purge one of them (or the admin API here) makes must
   // reach the others too.
   relayPurgesAsPrimary();
+  // Made before the workers fork: each tells it where its private admin socket is as it starts.
+  const adminRelay = options.admin !== undefined && options.admin !== false ? new WorkerAdminRelay() : undefined;
   let bound: ListenAddress | undefined;
   const fork = (): Worker => {
     const worker = cluster.fork({ [CLUSTER_WORKER_ENV]: '1' });
@@ -552,6 +566,7 @@ async function servePrimary(count: number, options: ServeOptions): Promise<Cairn
       aggregator.contentType,
     );
     options.adminRoutes?.(admin);
+    if (adminRelay !== undefined && admin.hasEveryWorkerRoutes) admin.forwardEveryWorker(adminRelay.forward);
     const where = parseAddress(options.admin, 'admin');
     const info = await admin.listen(where.host, where.port);
     adminAddress = { host: info.address, port: info.port };
