@@ -22,14 +22,31 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['../src/*', '!../src/index.ts', '../../src/*', '!../../src/index.ts'], message: 'hooks/ uses only the public API (src/index.ts).' }] },
+        {
+          patterns: [
+            {
+              group: ['../src/*', '!../src/index.ts', '../../src/*', '!../../src/index.ts'],
+              message: 'hooks/ uses only the public API (src/index.ts).',
+            },
+          ],
+        },
       ],
     },
   },
   {
     files: ['cache/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: ['../src/*', '!../src/errors.ts', '../hooks/*'], message: 'cache/ never reaches into the engine or hooks (only the leaf src/errors.ts).' }] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['../src/*', '!../src/errors.ts', '../hooks/*'],
+              message: 'cache/ never reaches into the engine or hooks (only the leaf src/errors.ts).',
+            },
+          ],
+        },
+      ],
     },
   },
   {
@@ -39,7 +56,15 @@ export default tseslint.config(
       // node:test's test()/describe() return promises the runner itself awaits.
       '@typescript-eslint/no-floating-promises': [
         'error',
-        { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'describe', 'it', 'suite', 'before', 'after', 'beforeEach', 'afterEach'] }] },
+        {
+          allowForKnownSafeCalls: [
+            {
+              from: 'package',
+              package: 'node:test',
+              name: ['test', 'describe', 'it', 'suite', 'before', 'after', 'beforeEach', 'afterEach'],
+            },
+          ],
+        },
       ],
       '@typescript-eslint/no-unsafe-assignment': 'off',
       '@typescript-eslint/no-unsafe-member-access': 'off',

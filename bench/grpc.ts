@@ -64,7 +64,9 @@ if (
   !(concurrency >= 1 && concurrency <= 1000) ||
   !(bytes >= 0 && bytes <= 4 * 1024 * 1024)
 ) {
-  process.stderr.write('grpc bench: --rounds 1-20, --duration 1-60, --warmup 0-10, --concurrency 1-1000, --bytes 0-4194304\n');
+  process.stderr.write(
+    'grpc bench: --rounds 1-20, --duration 1-60, --warmup 0-10, --concurrency 1-1000, --bytes 0-4194304\n',
+  );
   process.exit(2);
 }
 const pin = !values['no-pin'] && tasksetAvailable();
@@ -74,11 +76,24 @@ installCleanupHandlers();
 const START_LIMIT_MS = 20_000;
 
 /** Start a child that prints `READY <port>` and wait for that line (or its exit, or the limit). */
-async function startReady(name: string, args: readonly string[], core: number): Promise<{ child: RunningChild; port: number }> {
-  const child = startChild({ name, command: process.execPath, args: ['--import', 'tsx', ...args], core: pin ? core : null, cwd: ROOT });
+async function startReady(
+  name: string,
+  args: readonly string[],
+  core: number,
+): Promise<{ child: RunningChild; port: number }> {
+  const child = startChild({
+    name,
+    command: process.execPath,
+    args: ['--import', 'tsx', ...args],
+    core: pin ? core : null,
+    cwd: ROOT,
+  });
   let text = '';
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name}: not ready after ${START_LIMIT_MS} ms: ${child.outputTail()}`)), START_LIMIT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`${name}: not ready after ${START_LIMIT_MS} ms: ${child.outputTail()}`)),
+      START_LIMIT_MS,
+    );
     child.process.stdout?.on('data', (chunk: Buffer) => {
       text += chunk.toString();
       const m = /READY (\d+)/.exec(text);
@@ -160,20 +175,70 @@ interface Sample {
 }
 
 try {
-  const grpcOrigin = await startReady('grpc-js origin', ['bench/targets/grpc-origin.ts', '--stack', 'grpc-js'], 1);
-  const webOrigin = await startReady('connect gRPC-web origin', ['bench/targets/grpc-origin.ts', '--stack', 'connect-grpc-web'], 1);
+  const grpcOrigin = await startReady(
+    'grpc-js origin',
+    ['bench/targets/grpc-origin.ts', '--stack', 'grpc-js'],
+    1,
+  );
+  const webOrigin = await startReady(
+    'connect gRPC-web origin',
+    ['bench/targets/grpc-origin.ts', '--stack', 'connect-grpc-web'],
+    1,
+  );
   const grpcUrl = `http://127.0.0.1:${grpcOrigin.port}`;
   const webUrl = `http://127.0.0.1:${webOrigin.port}`;
-  const native = await startReady('cairn native', ['bench/targets/cairn-grpc.ts', '--mode', 'native', '--origin', grpcUrl], 0);
-  const webToGrpc = await startReady('cairn web-to-grpc', ['bench/targets/cairn-grpc.ts', '--mode', 'web-to-grpc', '--origin', grpcUrl], 0);
-  const grpcToWeb = await startReady('cairn grpc-to-web', ['bench/targets/cairn-grpc.ts', '--mode', 'grpc-to-web', '--origin', webUrl], 0);
+  const native = await startReady(
+    'cairn native',
+    ['bench/targets/cairn-grpc.ts', '--mode', 'native', '--origin', grpcUrl],
+    0,
+  );
+  const webToGrpc = await startReady(
+    'cairn web-to-grpc',
+    ['bench/targets/cairn-grpc.ts', '--mode', 'web-to-grpc', '--origin', grpcUrl],
+    0,
+  );
+  const grpcToWeb = await startReady(
+    'cairn grpc-to-web',
+    ['bench/targets/cairn-grpc.ts', '--mode', 'grpc-to-web', '--origin', webUrl],
+    0,
+  );
   const at = (port: number): string => `127.0.0.1:${port}`;
   const targets: Target[] = [
-    { name: 'direct-grpc', client: 'grpc-js', address: at(grpcOrigin.port), cairn: null, path: 'grpc-js client → grpc-js server' },
-    { name: 'cairn-native', client: 'grpc-js', address: at(native.port), cairn: native.child, path: 'grpc-js → Cairn → grpc-js (HTTP/2 both sides)' },
-    { name: 'direct-grpc-web', client: 'connect-grpc-web', address: at(webOrigin.port), cairn: null, path: 'connect gRPC-web client → connect gRPC-web server (HTTP/1.1)' },
-    { name: 'cairn-web-to-grpc', client: 'connect-grpc-web', address: at(webToGrpc.port), cairn: webToGrpc.child, path: 'connect gRPC-web → Cairn GrpcWebToGrpc → grpc-js' },
-    { name: 'cairn-grpc-to-web', client: 'grpc-js', address: at(grpcToWeb.port), cairn: grpcToWeb.child, path: 'grpc-js → Cairn GrpcToGrpcWeb → connect gRPC-web' },
+    {
+      name: 'direct-grpc',
+      client: 'grpc-js',
+      address: at(grpcOrigin.port),
+      cairn: null,
+      path: 'grpc-js client → grpc-js server',
+    },
+    {
+      name: 'cairn-native',
+      client: 'grpc-js',
+      address: at(native.port),
+      cairn: native.child,
+      path: 'grpc-js → Cairn → grpc-js (HTTP/2 both sides)',
+    },
+    {
+      name: 'direct-grpc-web',
+      client: 'connect-grpc-web',
+      address: at(webOrigin.port),
+      cairn: null,
+      path: 'connect gRPC-web client → connect gRPC-web server (HTTP/1.1)',
+    },
+    {
+      name: 'cairn-web-to-grpc',
+      client: 'connect-grpc-web',
+      address: at(webToGrpc.port),
+      cairn: webToGrpc.child,
+      path: 'connect gRPC-web → Cairn GrpcWebToGrpc → grpc-js',
+    },
+    {
+      name: 'cairn-grpc-to-web',
+      client: 'grpc-js',
+      address: at(grpcToWeb.port),
+      cairn: grpcToWeb.child,
+      path: 'grpc-js → Cairn GrpcToGrpcWeb → connect gRPC-web',
+    },
   ];
   const samples: Sample[] = [];
   for (let round = 0; round < rounds && !isStopping(); round++) {
@@ -186,7 +251,10 @@ try {
       // CPU over warm-up + measured window, divided by every call made in it (approximated from the
       // measured rate): the cost of one call in the Cairn process.
       const allCalls = result.callsPerSec * (warmupSec + durationSec);
-      const cpu = cpuBefore !== null && cpuAfter !== null && allCalls > 0 ? ((cpuAfter - cpuBefore) / allCalls) * 1e6 : null;
+      const cpu =
+        cpuBefore !== null && cpuAfter !== null && allCalls > 0
+          ? ((cpuAfter - cpuBefore) / allCalls) * 1e6
+          : null;
       samples.push({
         round,
         target: target.name,
@@ -197,17 +265,27 @@ try {
         errors: result.errors,
         cairnCpuUsPerCall: cpu,
       });
-      process.stdout.write(`round ${round + 1}/${rounds} ${target.name}: ${Math.round(result.callsPerSec)} calls/s, p99 ${result.p99Ms.toFixed(2)} ms, ${result.errors} errors\n`);
+      process.stdout.write(
+        `round ${round + 1}/${rounds} ${target.name}: ${Math.round(result.callsPerSec)} calls/s, p99 ${result.p99Ms.toFixed(2)} ms, ${result.errors} errors\n`,
+      );
     }
   }
   const summary = targets.map((t) => {
     const mine = samples.filter((s) => s.target === t.name);
     const rates = mine.map((s) => s.callsPerSec);
     const cpu = mine.map((s) => s.cairnCpuUsPerCall).filter((x): x is number => x !== null);
-    return { target: t, rate: median(rates), spread: spread(rates), p99: median(mine.map((s) => s.p99Ms)), errors: mine.reduce((a, s) => a + s.errors, 0), cpu: cpu.length > 0 ? median(cpu) : null };
+    return {
+      target: t,
+      rate: median(rates),
+      spread: spread(rates),
+      p99: median(mine.map((s) => s.p99Ms)),
+      errors: mine.reduce((a, s) => a + s.errors, 0),
+      cpu: cpu.length > 0 ? median(cpu) : null,
+    };
   });
   const rateOf = (name: string): number => summary.find((s) => s.target.name === name)?.rate ?? 0;
-  const ratio = (a: string, b: string): string => (rateOf(b) > 0 ? `${(rateOf(a) / rateOf(b)).toFixed(2)}x` : 'n/a');
+  const ratio = (a: string, b: string): string =>
+    rateOf(b) > 0 ? `${(rateOf(a) / rateOf(b)).toFixed(2)}x` : 'n/a';
   const result: GenericResults & { samples: Sample[] } = {
     kind: 'grpc',
     schemaVersion: 1,
@@ -232,9 +310,18 @@ try {
         caption: 'Ratios (same run)',
         columns: ['ratio', 'value'],
         rows: [
-          ['cairn-native / direct-grpc (same client, same origin: the proxy hop)', ratio('cairn-native', 'direct-grpc')],
-          ['cairn-web-to-grpc / direct-grpc-web (same client, origin grpc-js instead of connect)', ratio('cairn-web-to-grpc', 'direct-grpc-web')],
-          ['cairn-grpc-to-web / direct-grpc (same client, origin connect gRPC-web instead of grpc-js)', ratio('cairn-grpc-to-web', 'direct-grpc')],
+          [
+            'cairn-native / direct-grpc (same client, same origin: the proxy hop)',
+            ratio('cairn-native', 'direct-grpc'),
+          ],
+          [
+            'cairn-web-to-grpc / direct-grpc-web (same client, origin grpc-js instead of connect)',
+            ratio('cairn-web-to-grpc', 'direct-grpc-web'),
+          ],
+          [
+            'cairn-grpc-to-web / direct-grpc (same client, origin connect gRPC-web instead of grpc-js)',
+            ratio('cairn-grpc-to-web', 'direct-grpc'),
+          ],
         ],
       },
     ],

@@ -16,7 +16,14 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { freePort, installCleanupHandlers, startChild, stopAll, tasksetAvailable, waitReady } from './lib/children.ts';
+import {
+  freePort,
+  installCleanupHandlers,
+  startChild,
+  stopAll,
+  tasksetAvailable,
+  waitReady,
+} from './lib/children.ts';
 import { pickLoadGenerator, runLoad } from './lib/load.ts';
 import { machineInfo } from './lib/machine.ts';
 import type { GenericResults } from './lib/results.ts';
@@ -48,7 +55,11 @@ const body = Buffer.alloc(1024, 'x');
 const origins: Server[] = [];
 for (let i = 0; i < BACKENDS; i++) {
   const server = createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': body.length,
+      'cache-control': 'no-store',
+    });
     res.end(body);
   });
   server.keepAliveTimeout = 60_000;
@@ -118,7 +129,9 @@ try {
   const reused = after.reused - before.reused;
   const reuse = requests > 0 ? 1 - created / requests : 0;
   const total = after.requests > 0 ? 1 - after.created / after.requests : 0;
-  const perBackend = [...after.selections.entries()].map(([backend, n]) => [backend, n - (before.selections.get(backend) ?? 0)] as const);
+  const perBackend = [...after.selections.entries()].map(
+    ([backend, n]) => [backend, n - (before.selections.get(backend) ?? 0)] as const,
+  );
   const errors = Object.values(sample.errors).reduce((a, b) => a + b, 0);
   const pass = reuse >= TARGET && errors === 0;
   const result: GenericResults & Record<string, unknown> = {
@@ -130,7 +143,17 @@ try {
     tables: [
       {
         caption: `Measured window: ${generator} -c${connections}, ${durationSec} s, 1 KiB no-store bodies, Cairn CLI --no-cache with ${BACKENDS} --origin`,
-        columns: ['RPS', 'p99 ms', 'errors', 'origin requests', 'connections created', 'requests on a reused connection', 'reuse', 'target', 'verdict'],
+        columns: [
+          'RPS',
+          'p99 ms',
+          'errors',
+          'origin requests',
+          'connections created',
+          'requests on a reused connection',
+          'reuse',
+          'target',
+          'verdict',
+        ],
         rows: [
           [
             Math.round(sample.rps),
@@ -153,7 +176,9 @@ try {
     ],
     notes: [
       `Reuse = 1 − cairn_upstream_connections_created_total / cairn_upstream_requests_total, deltas over the measured window (warm-up excluded); over the whole run, including warm-up and the first connection to each backend: ${(total * 100).toFixed(2)}%.`,
-      pin ? 'Cairn pinned to core 0, the load generator and the origins (in the runner process) to core 1.' : 'Not pinned.',
+      pin
+        ? 'Cairn pinned to core 0, the load generator and the origins (in the runner process) to core 1.'
+        : 'Not pinned.',
     ],
   };
   await mkdir(dirname(values.out), { recursive: true });

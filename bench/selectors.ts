@@ -67,7 +67,8 @@ const table = [
   `| algorithm | ${SIZES.map((n) => `ns/select (${n} backends)`).join(' | ')} |`,
   `|---|${SIZES.map(() => '---:').join('|')}|`,
   ...ALGORITHMS.map(
-    (a) => `| ${a} | ${SIZES.map((n) => rows.find((r) => r.algorithm === a && r.backends === n)!.nsPerSelect.toFixed(1)).join(' | ')} |`,
+    (a) =>
+      `| ${a} | ${SIZES.map((n) => rows.find((r) => r.algorithm === a && r.backends === n)!.nsPerSelect.toFixed(1)).join(' | ')} |`,
   ),
 ].join('\n');
 console.log(table);

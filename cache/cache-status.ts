@@ -4,9 +4,19 @@
  */
 
 /** RFC 9211 §2.2 `fwd` values. */
-export type ForwardReason = 'bypass' | 'method' | 'uri-miss' | 'vary-miss' | 'miss' | 'request' | 'stale' | 'partial';
+export type ForwardReason =
+  'bypass' | 'method' | 'uri-miss' | 'vary-miss' | 'miss' | 'request' | 'stale' | 'partial';
 
-const FORWARD_REASONS: readonly ForwardReason[] = ['bypass', 'method', 'uri-miss', 'vary-miss', 'miss', 'request', 'stale', 'partial'];
+const FORWARD_REASONS: readonly ForwardReason[] = [
+  'bypass',
+  'method',
+  'uri-miss',
+  'vary-miss',
+  'miss',
+  'request',
+  'stale',
+  'partial',
+];
 
 /** Extra parameters of a forwarded entry. */
 export interface ForwardParams {
@@ -128,7 +138,11 @@ export class CacheStatusBuilder {
   forward(reason: ForwardReason, params?: ForwardParams): string {
     if (params === undefined) return this.#fwd[reason];
     const onlyStored =
-      params.stored === true && params.fwdStatus === undefined && params.ttl === undefined && params.collapsed !== true && params.detail === undefined;
+      params.stored === true &&
+      params.fwdStatus === undefined &&
+      params.ttl === undefined &&
+      params.collapsed !== true &&
+      params.detail === undefined;
     if (onlyStored) return this.#fwdStored[reason];
     let s = params.stored === true ? this.#fwdStored[reason] : this.#fwd[reason];
     if (params.fwdStatus !== undefined) s += `; fwd-status=${params.fwdStatus | 0}`;
@@ -255,8 +269,10 @@ class SfParser {
 }
 
 function toEntry(cache: CacheStatusParam, params: Record<string, CacheStatusParam>): CacheStatusEntry {
-  const str = (v: CacheStatusParam | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
-  const num = (v: CacheStatusParam | undefined): number | undefined => (typeof v === 'number' ? v : undefined);
+  const str = (v: CacheStatusParam | undefined): string | undefined =>
+    typeof v === 'string' ? v : undefined;
+  const num = (v: CacheStatusParam | undefined): number | undefined =>
+    typeof v === 'number' ? v : undefined;
   return {
     cache: String(cache),
     hit: params['hit'] === true,

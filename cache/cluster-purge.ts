@@ -100,7 +100,11 @@ export function registerCache(purgeLocally: LocalPurge): number {
  * Apply a purge, made here, in every other process of the cluster; resolves to what each removed
  * (empty outside a cluster, and in a primary with no workers yet).
  */
-export function purgeElsewhere(cache: number, kind: PurgeKind, value: string): Promise<readonly number[]> | undefined {
+export function purgeElsewhere(
+  cache: number,
+  kind: PurgeKind,
+  value: string,
+): Promise<readonly number[]> | undefined {
   if (isRelayingWorker()) {
     if (process.send === undefined) return undefined;
     const id = nextId++;
@@ -127,7 +131,12 @@ export function relayPurgesAsPrimary(): void {
 }
 
 /** Send a purge to every connected worker but `except`; resolves to the counts that came back in time. */
-async function fanOut(except: Worker | undefined, cache: number, kind: PurgeKind, value: string): Promise<readonly number[]> {
+async function fanOut(
+  except: Worker | undefined,
+  cache: number,
+  kind: PurgeKind,
+  value: string,
+): Promise<readonly number[]> {
   // Not the primary's own copy: it serves no requests, so its memory tier holds nothing, and the
   // shared LMDB tier was purged by the process the purge came from.
   const counts: number[] = [];
@@ -149,7 +158,12 @@ async function fanOut(except: Worker | undefined, cache: number, kind: PurgeKind
  * Wait for the reply numbered `id` after `send`ing; resolves to no counts when it does not come
  * within `timeout` ms or `worker` goes away first, so a stuck or dying process never holds up a purge.
  */
-function awaitReply(id: number, send: () => void, timeout: number, worker?: Worker): Promise<readonly number[]> {
+function awaitReply(
+  id: number,
+  send: () => void,
+  timeout: number,
+  worker?: Worker,
+): Promise<readonly number[]> {
   return new Promise((resolve) => {
     const done = (purged: readonly number[]): void => {
       clearTimeout(timer);

@@ -21,7 +21,14 @@ import { TieredStore } from './tiered-store.ts';
 
 /** How a lookup ended, for metrics. */
 export type LookupResult = 'hit' | 'miss' | 'stale' | 'revalidated' | 'bypass' | 'collapsed';
-export const LOOKUP_RESULTS: readonly LookupResult[] = ['hit', 'miss', 'stale', 'revalidated', 'bypass', 'collapsed'];
+export const LOOKUP_RESULTS: readonly LookupResult[] = [
+  'hit',
+  'miss',
+  'stale',
+  'revalidated',
+  'bypass',
+  'collapsed',
+];
 
 export interface HttpCacheOptions {
   readonly store: CacheStore;
@@ -74,13 +81,17 @@ export class HttpCache {
     this.store = options.store;
     this.lock = options.lock === false ? null : new CacheLock(options.lock ?? {});
     this.policy = resolvePolicyOptions(options.policy);
-    this.status = options.name === undefined || options.name === 'Cairn' ? CACHE_STATUS : new CacheStatusBuilder(options.name);
+    this.status =
+      options.name === undefined || options.name === 'Cairn'
+        ? CACHE_STATUS
+        : new CacheStatusBuilder(options.name);
     const lookups = {} as Record<LookupResult, number>;
     for (const result of LOOKUP_RESULTS) lookups[result] = 0;
     this.lookups = lookups;
     const allowed = options.purgeFrom ?? LOOPBACK;
     for (const address of allowed) {
-      if (isIP(address) === 0) throw new TypeError(`HttpCache: purgeFrom entry "${address}" is not an IP address`);
+      if (isIP(address) === 0)
+        throw new TypeError(`HttpCache: purgeFrom entry "${address}" is not an IP address`);
     }
     this.#purgeFrom = new Set(allowed);
     this.#relayId = registerCache((kind, value) => this.#purgeHere(kind, value));
@@ -88,7 +99,10 @@ export class HttpCache {
 
   /** Open a memory tier over an optional LMDB disk tier (memory only if the disk cannot open). */
   static async open(options: OpenHttpCacheOptions): Promise<HttpCache> {
-    const store = await TieredStore.open({ memory: options.memory, ...(options.disk === undefined ? {} : { disk: options.disk }) });
+    const store = await TieredStore.open({
+      memory: options.memory,
+      ...(options.disk === undefined ? {} : { disk: options.disk }),
+    });
     return new HttpCache({ ...options, store });
   }
 

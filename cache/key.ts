@@ -85,7 +85,12 @@ export function cacheKey(scheme: string, host: string, pathAndQuery: string): st
  * primaryKey('POST', 'http', 'a.test', '/x'); // undefined
  * ```
  */
-export function primaryKey(method: string, scheme: string, host: string, pathAndQuery: string): string | undefined {
+export function primaryKey(
+  method: string,
+  scheme: string,
+  host: string,
+  pathAndQuery: string,
+): string | undefined {
   return LOOKUP_METHODS.has(method) ? cacheKey(scheme, host, pathAndQuery) : undefined;
 }
 
@@ -125,7 +130,11 @@ export function parseVary(vary: string | readonly string[] | undefined): VaryFie
     if (name === '*') star = true;
     else set.add(name);
   }
-  const fields: VaryFields = star ? STAR_VARY : set.size === 0 ? NO_VARY : Object.freeze({ star: false, names: Object.freeze([...set].sort()) });
+  const fields: VaryFields = star
+    ? STAR_VARY
+    : set.size === 0
+      ? NO_VARY
+      : Object.freeze({ star: false, names: Object.freeze([...set].sort()) });
   if (varyMemo.size >= VARY_MEMO_MAX) varyMemo.clear();
   varyMemo.set(joined, fields);
   return fields;
@@ -148,7 +157,11 @@ function normaliseWhitespace(value: string): string {
  * select the same variant: language ranges (RFC 9110 §12.5.4, RFC 4647 §2.1), content codings
  * (RFC 9110 §8.4.1) and charsets (RFC 9110 §8.3.2).
  */
-const CASE_INSENSITIVE_VALUES: ReadonlySet<string> = new Set(['accept-language', 'accept-encoding', 'accept-charset']);
+const CASE_INSENSITIVE_VALUES: ReadonlySet<string> = new Set([
+  'accept-language',
+  'accept-encoding',
+  'accept-charset',
+]);
 
 /**
  * The variant string for `request` under the stored response's `Vary`: `''` when the response does

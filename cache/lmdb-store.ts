@@ -318,7 +318,8 @@ class ReadBufferPool {
 
   release(buffer: Buffer): void {
     // `delete` is true once per lent Buffer: a second release of it cannot hand it out twice.
-    if (this.#lent.delete(buffer) && this.#free.length < READ_POOL_BUFFERS) this.#free.push(buffer.buffer as ArrayBuffer);
+    if (this.#lent.delete(buffer) && this.#free.length < READ_POOL_BUFFERS)
+      this.#free.push(buffer.buffer as ArrayBuffer);
   }
 }
 
@@ -349,13 +350,22 @@ function smallCopyTarget(size: number): Buffer {
  * read), larger ones from the store's `ReadBufferPool`. `TieredStore` copies a chunk out before
  * the memory tier keeps it.
  */
-function readCopy(db: Database<Buffer, Buffer>, key: Buffer, pool: ReadBufferPool, poolSize: number): Buffer | undefined {
+function readCopy(
+  db: Database<Buffer, Buffer>,
+  key: Buffer,
+  pool: ReadBufferPool,
+  poolSize: number,
+): Buffer | undefined {
   const bytes = db.getBinaryFast(key);
   if (bytes === undefined) return undefined;
   // lmdb-js sets `length` to the value's size on its read buffer; the view below is explicit.
   const size = bytes.length;
   const copy =
-    size <= SMALL_VALUE_BYTES ? smallCopyTarget(size) : size <= poolSize ? pool.take(size) : Buffer.allocUnsafe(size);
+    size <= SMALL_VALUE_BYTES
+      ? smallCopyTarget(size)
+      : size <= poolSize
+        ? pool.take(size)
+        : Buffer.allocUnsafe(size);
   copy.set(new Uint8Array(bytes.buffer, bytes.byteOffset, size));
   return copy;
 }
@@ -664,7 +674,8 @@ export class LmdbStore implements CacheStore {
     if (this.#listedNow?.includes(meta) !== true) {
       reading = memo;
       const record = this.#dbs.metaRead.get(memo.metaKey(meta.variant));
-      if (record === undefined || record.meta.id !== meta.id || record.meta.key !== meta.key) return undefined;
+      if (record === undefined || record.meta.id !== meta.id || record.meta.key !== meta.key)
+        return undefined;
       current = record.meta;
     }
     if (current.expiresAt <= now) {

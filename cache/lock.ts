@@ -65,7 +65,9 @@ export type WaitOutcome =
   | { readonly kind: 'cancelled' };
 
 /** The result of {@link CacheLock.acquire}. */
-export type Acquired = { readonly writer: true; readonly inflight: InflightObject } | { readonly writer: false; readonly wait: LockWait };
+export type Acquired =
+  | { readonly writer: true; readonly inflight: InflightObject }
+  | { readonly writer: false; readonly wait: LockWait };
 
 type InflightState = 'pending' | 'headers' | 'complete' | 'failed' | 'uncacheable';
 
@@ -153,7 +155,8 @@ export class InflightObject {
    * ```
    */
   append(chunk: Buffer): void {
-    if (this.#state === 'pending') throw new CairnError('CAIRN_ERR_INTERNAL', 'cache lock: body chunk appended before headers');
+    if (this.#state === 'pending')
+      throw new CairnError('CAIRN_ERR_INTERNAL', 'cache lock: body chunk appended before headers');
     if (this.#state !== 'headers') return;
     this.#chunks.push(chunk);
     this.#bytes += chunk.length;
@@ -204,7 +207,9 @@ export class InflightObject {
     if (this.#state === 'complete' || this.#state === 'failed' || this.#state === 'uncacheable') return;
     this.#state = 'failed';
     this.#counters.writerFailures++;
-    this.#error = new CairnError('CAIRN_ERR_CACHE_WRITER_FAILED', `the shared fetch of ${this.key} failed`, { cause: error });
+    this.#error = new CairnError('CAIRN_ERR_CACHE_WRITER_FAILED', `the shared fetch of ${this.key} failed`, {
+      cause: error,
+    });
     this.#release();
     const waiters = this.#headerWaiters;
     this.#headerWaiters = new Set();
@@ -436,7 +441,10 @@ export class LockWait {
     this.#obj._detach();
     this._settle({
       kind: 'timeout',
-      error: new CairnError('CAIRN_ERR_CACHE_LOCK_TIMEOUT', `waited ${this.#timeoutMs} ms for the fetch of ${this.#obj.key}`),
+      error: new CairnError(
+        'CAIRN_ERR_CACHE_LOCK_TIMEOUT',
+        `waited ${this.#timeoutMs} ms for the fetch of ${this.#obj.key}`,
+      ),
     });
   }
 

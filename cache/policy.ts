@@ -12,9 +12,20 @@
  * compact {@link SerializedPolicy} instead.
  */
 
-import { parseCacheControl, parseDeltaSeconds, MAX_DELTA_SECONDS, CacheControl } from './policy-cache-control.ts';
+import {
+  parseCacheControl,
+  parseDeltaSeconds,
+  MAX_DELTA_SECONDS,
+  CacheControl,
+} from './policy-cache-control.ts';
 import { parseHttpDate } from './policy-date.ts';
-import { headerLineCount, headerValue, splitList, HOP_BY_HOP_HEADERS, type HeaderMap } from './policy-headers.ts';
+import {
+  headerLineCount,
+  headerValue,
+  splitList,
+  HOP_BY_HOP_HEADERS,
+  type HeaderMap,
+} from './policy-headers.ts';
 import { cacheKey, parseVary } from './key.ts';
 import type { NewObjectMeta, StoredHeaders } from './store.ts';
 
@@ -73,7 +84,9 @@ export interface ResolvedPolicyOptions {
  * ```
  */
 export function resolvePolicyOptions(options: PolicyOptions = {}): ResolvedPolicyOptions {
-  const targetedFields = Object.freeze((options.targetedFields ?? ['cdn-cache-control']).map((n) => n.toLowerCase()));
+  const targetedFields = Object.freeze(
+    (options.targetedFields ?? ['cdn-cache-control']).map((n) => n.toLowerCase()),
+  );
   const strip = options.stripTargetedFields ?? true;
   return Object.freeze({
     maxHeuristicTtl: options.maxHeuristicTtl ?? 86400,
@@ -152,7 +165,10 @@ export interface EffectiveCacheControl {
  * // { cc: { maxAge: 60, private: false, ... }, targetedBy: 'cdn-cache-control' }
  * ```
  */
-export function effectiveCacheControl(headers: HeaderMap, options: ResolvedPolicyOptions): EffectiveCacheControl {
+export function effectiveCacheControl(
+  headers: HeaderMap,
+  options: ResolvedPolicyOptions,
+): EffectiveCacheControl {
   const fields = options.targetedFields;
   for (let i = 0; i < fields.length; i++) {
     const name = fields[i]!;
@@ -165,7 +181,8 @@ export function effectiveCacheControl(headers: HeaderMap, options: ResolvedPolic
   const cc = parseCacheControl(typeof raw === 'number' ? String(raw) : raw);
   // Pragma: no-cache on a response without Cache-Control: RFC 9111 §5.4 gives it no meaning, but
   // origins that send it mean "do not reuse"; honouring it is the safe reading (as http-cache-semantics does).
-  if (raw === undefined && /(?:^|[\s,])no-cache(?:$|[\s,])/i.test(headerValue(headers, 'pragma') ?? '')) cc.noCache = true;
+  if (raw === undefined && /(?:^|[\s,])no-cache(?:$|[\s,])/i.test(headerValue(headers, 'pragma') ?? ''))
+    cc.noCache = true;
   return { cc, targetedBy: undefined };
 }
 
@@ -194,14 +211,18 @@ function computeFreshness(
   options: ResolvedPolicyOptions,
 ): Freshness {
   const cc = eff.cc;
-  const dateValue = headerLineCount(headers, 'date') === 1 ? parseHttpDate(headerValue(headers, 'date')) : undefined;
+  const dateValue =
+    headerLineCount(headers, 'date') === 1 ? parseHttpDate(headerValue(headers, 'date')) : undefined;
   const date = dateValue ?? timing.responseTime;
 
   // Age (RFC 9111 §4.2.3). apparent_age only when configured: origin clocks are often skewed,
   // and a skewed Date would make every short max-age response stale on arrival.
   const responseDelay = Math.max(0, (timing.responseTime - timing.requestTime) / 1000);
   const correctedAgeValue = ageValue(headers) + responseDelay;
-  const apparentAge = options.useApparentAge && dateValue !== undefined ? Math.max(0, (timing.responseTime - dateValue) / 1000) : 0;
+  const apparentAge =
+    options.useApparentAge && dateValue !== undefined
+      ? Math.max(0, (timing.responseTime - dateValue) / 1000)
+      : 0;
   const initialAge = Math.max(apparentAge, correctedAgeValue);
 
   // Freshness lifetime (RFC 9111 §4.2.1), shared cache: s-maxage, then max-age, then Expires - Date.
@@ -210,14 +231,18 @@ function computeFreshness(
   if (cc.maxAge !== undefined) return { lifetime: cc.maxAge, heuristic: false, initialAge };
   if (eff.targetedBy === undefined && headers['expires'] !== undefined) {
     // Invalid dates (including "0") and repeated Expires mean "already expired" (RFC 9111 §5.3).
-    const expires = headerLineCount(headers, 'expires') === 1 ? parseHttpDate(headerValue(headers, 'expires')) : undefined;
+    const expires =
+      headerLineCount(headers, 'expires') === 1 ? parseHttpDate(headerValue(headers, 'expires')) : undefined;
     const lifetime = expires === undefined ? 0 : Math.max(0, (expires - date) / 1000);
     return { lifetime, heuristic: false, initialAge };
   }
   // Heuristic freshness (RFC 9111 §4.2.2): only for heuristically cacheable statuses or `public`,
   // a fraction of the time since Last-Modified, capped by maxHeuristicTtl.
   if (HEURISTICALLY_CACHEABLE_STATUSES.has(status) || cc.public) {
-    const lm = headerLineCount(headers, 'last-modified') === 1 ? parseHttpDate(headerValue(headers, 'last-modified')) : undefined;
+    const lm =
+      headerLineCount(headers, 'last-modified') === 1
+        ? parseHttpDate(headerValue(headers, 'last-modified'))
+        : undefined;
     if (lm !== undefined && date > lm) {
       const lifetime = Math.min(options.maxHeuristicTtl, ((date - lm) / 1000) * options.heuristicFraction);
       return { lifetime, heuristic: true, initialAge };
@@ -250,7 +275,8 @@ export interface SerializedPolicy {
 }
 
 /** Why a stored response cannot be served without contacting the origin. */
-export type RevalidateReason = 'stale' | 'no-cache' | 'request-no-cache' | 'request-max-age' | 'request-min-fresh';
+export type RevalidateReason =
+  'stale' | 'no-cache' | 'request-no-cache' | 'request-max-age' | 'request-min-fresh';
 
 /**
  * What to do with a stored response for a request (RFC 9111 §4, §4.2.4, §5.2.1; RFC 5861).
@@ -467,7 +493,8 @@ export class StoredPolicy implements SerializedPolicy {
    * ```
    */
   expiresAt(options: ResolvedPolicyOptions): number {
-    const stale = this.noCache || this.mustRevalidate ? 0 : Math.max(this.swr, this.sie, options.defaultStaleIfError);
+    const stale =
+      this.noCache || this.mustRevalidate ? 0 : Math.max(this.swr, this.sie, options.defaultStaleIfError);
     const grace = this.hasValidator ? options.revalidateGrace : 0;
     return Math.round(this.staleAt() + (stale + grace) * 1000);
   }
@@ -552,7 +579,10 @@ export function evaluateResponse(
   if (status < 200 || status > 599 || status === 304) return uncacheable('status', t);
   if (status === 206) return uncacheable('partial-content', t);
   const rawReqCC = request.headers['cache-control'];
-  const reqCC = rawReqCC === undefined ? NO_DIRECTIVES : parseCacheControl(typeof rawReqCC === 'number' ? String(rawReqCC) : rawReqCC);
+  const reqCC =
+    rawReqCC === undefined
+      ? NO_DIRECTIVES
+      : parseCacheControl(typeof rawReqCC === 'number' ? String(rawReqCC) : rawReqCC);
   // RFC 9111 §5.2.1.5: request no-store.
   if (reqCC.noStore) return uncacheable('request-no-store', t);
   // RFC 9111 §5.2.2.3: must-understand: store only known statuses, and then no-store may be ignored.
@@ -562,7 +592,12 @@ export function evaluateResponse(
   // RFC 9111 §5.2.2.7: unqualified private forbids a shared cache from storing.
   if (cc.private) return uncacheable('private', t);
   // RFC 9111 §3.5: Authorization only with public, s-maxage or must-revalidate.
-  if (request.headers['authorization'] !== undefined && !cc.public && cc.sMaxAge === undefined && !cc.mustRevalidate) {
+  if (
+    request.headers['authorization'] !== undefined &&
+    !cc.public &&
+    cc.sMaxAge === undefined &&
+    !cc.mustRevalidate
+  ) {
     return uncacheable('authorization', t);
   }
   if (parseVary(headerValue(headers, 'vary')).star) return uncacheable('vary-star', t);
@@ -572,7 +607,10 @@ export function evaluateResponse(
   }
   // RFC 9111 §3: explicit freshness, public, or a heuristically cacheable status.
   const explicit =
-    cc.maxAge !== undefined || cc.sMaxAge !== undefined || cc.public || (t === undefined && headers['expires'] !== undefined);
+    cc.maxAge !== undefined ||
+    cc.sMaxAge !== undefined ||
+    cc.public ||
+    (t === undefined && headers['expires'] !== undefined);
   if (!explicit && !HEURISTICALLY_CACHEABLE_STATUSES.has(status)) return uncacheable('status', t);
 
   const f = computeFreshness(status, headers, eff, timing, options);
@@ -582,7 +620,10 @@ export function evaluateResponse(
   const noCache = cc.noCache;
   // Not useful: stale on arrival, cannot be revalidated and has no stale window. Storing it would
   // only evict something useful.
-  if (!hasValidator && (noCache || f.lifetime + Math.max(swr, sie, options.defaultStaleIfError) <= f.initialAge)) {
+  if (
+    !hasValidator &&
+    (noCache || f.lifetime + Math.max(swr, sie, options.defaultStaleIfError) <= f.initialAge)
+  ) {
     return uncacheable('no-freshness', t);
   }
   const policy = new StoredPolicy({
@@ -611,7 +652,11 @@ export function evaluateResponse(
  * // { 'content-type': 'text/plain' }
  * ```
  */
-export function headersToStore(headers: HeaderMap, cc: CacheControl, options: ResolvedPolicyOptions): StoredHeaders {
+export function headersToStore(
+  headers: HeaderMap,
+  cc: CacheControl,
+  options: ResolvedPolicyOptions,
+): StoredHeaders {
   const connection = headerValue(headers, 'connection');
   const dropped = connection === undefined ? undefined : new Set(splitList(connection.toLowerCase()));
   const out: StoredHeaders = {};
@@ -636,7 +681,11 @@ export function headersToStore(headers: HeaderMap, cc: CacheControl, options: Re
  * const out = clientHeaders(meta.headers, policy.ageHeader(now), opts);
  * ```
  */
-export function clientHeaders(headers: HeaderMap, age: string | undefined, options: ResolvedPolicyOptions): StoredHeaders {
+export function clientHeaders(
+  headers: HeaderMap,
+  age: string | undefined,
+  options: ResolvedPolicyOptions,
+): StoredHeaders {
   const hidden = options.hiddenResponseHeaders;
   const out: StoredHeaders = {};
   for (const name in headers) {
@@ -778,7 +827,10 @@ export interface RevalidationHeaders {
 export function revalidationHeaders(stored: HeaderMap): RevalidationHeaders {
   const etag = headerValue(stored, 'etag');
   const lm = headerValue(stored, 'last-modified');
-  return { ifNoneMatch: etag, ifModifiedSince: lm !== undefined && parseHttpDate(lm) !== undefined ? lm : undefined };
+  return {
+    ifNoneMatch: etag,
+    ifModifiedSince: lm !== undefined && parseHttpDate(lm) !== undefined ? lm : undefined,
+  };
 }
 
 function opaqueTag(etag: string): string {
@@ -809,7 +861,11 @@ export function notModifiedMatches(stored: HeaderMap, notModified: HeaderMap): b
   const newLm = headerValue(notModified, 'last-modified');
   if (newLm !== undefined) {
     const oldLm = headerValue(stored, 'last-modified');
-    return oldLm !== undefined && parseHttpDate(oldLm) === parseHttpDate(newLm) && parseHttpDate(newLm) !== undefined;
+    return (
+      oldLm !== undefined &&
+      parseHttpDate(oldLm) === parseHttpDate(newLm) &&
+      parseHttpDate(newLm) !== undefined
+    );
   }
   return true;
 }
@@ -896,7 +952,12 @@ const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TR
  * // ['http://a.test/items', 'http://a.test/items/7']
  * ```
  */
-export function invalidationKeys(method: string, requestUrl: string, status: number, headers: HeaderMap): string[] {
+export function invalidationKeys(
+  method: string,
+  requestUrl: string,
+  status: number,
+  headers: HeaderMap,
+): string[] {
   if (SAFE_METHODS.has(method) || status < 200 || status > 399) return [];
   let base: URL;
   try {

@@ -96,7 +96,11 @@ export interface CacheStore {
    * variant, but its first accepted variant must be the one `variants(key)` would give first.
    * Without it, lookups call `variants(key)`.
    */
-  variantsFor?(key: string, selects: (meta: ObjectMeta) => boolean, now?: number): MaybePromise<readonly ObjectMeta[]>;
+  variantsFor?(
+    key: string,
+    selects: (meta: ObjectMeta) => boolean,
+    now?: number,
+  ): MaybePromise<readonly ObjectMeta[]>;
   /**
    * Open a stored object for reading; `undefined` if it is gone (or `meta.id` no longer matches).
    * `now` as for `variants`.

@@ -12,7 +12,10 @@ export const ADMIN_BODY_LIMIT = 65_536;
  * Read the request body as JSON. Answers 413 / 400 itself and returns `undefined` when the body is
  * too large or not JSON; an empty body reads as `{}`.
  */
-export async function readJsonBody(req: IncomingMessage, res: ServerResponse): Promise<Record<string, unknown> | undefined> {
+export async function readJsonBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<Record<string, unknown> | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -42,7 +45,11 @@ export async function readJsonBody(req: IncomingMessage, res: ServerResponse): P
 /** Answer `status` with `body` as JSON. */
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
   res.end(text);
 }
 
@@ -56,7 +63,11 @@ export type PurgeTarget =
  * Read the body of an admin `POST /purge` (`{"url"}`, `{"tag"}` or `{"prefix"}`). Answers 400/413
  * itself and returns `undefined` when the body names nothing purgeable.
  */
-export async function readPurgeTarget(req: IncomingMessage, res: ServerResponse, cache: HttpCache): Promise<PurgeTarget | undefined> {
+export async function readPurgeTarget(
+  req: IncomingMessage,
+  res: ServerResponse,
+  cache: HttpCache,
+): Promise<PurgeTarget | undefined> {
   const body = await readJsonBody(req, res);
   if (body === undefined) return undefined;
   if (typeof body.url === 'string') {
@@ -66,7 +77,10 @@ export async function readPurgeTarget(req: IncomingMessage, res: ServerResponse,
     } catch {
       url = undefined;
     }
-    const key = url === undefined ? undefined : cache.keyFor(url.protocol.slice(0, -1), url.host, url.pathname + url.search);
+    const key =
+      url === undefined
+        ? undefined
+        : cache.keyFor(url.protocol.slice(0, -1), url.host, url.pathname + url.search);
     if (url === undefined || key === undefined) {
       sendJson(res, 400, { error: 'url must be an absolute http(s) URL' });
       return undefined;

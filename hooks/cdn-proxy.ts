@@ -32,7 +32,9 @@ export class CdnProxy<Ctx extends object = ReverseProxyCtx> extends ReverseProxy
   }
 
   /** Open a memory (+ LMDB) cache and a CdnProxy over it. */
-  static async open(options: ReverseProxyOptions & { readonly cache: OpenHttpCacheOptions }): Promise<CdnProxy> {
+  static async open(
+    options: ReverseProxyOptions & { readonly cache: OpenHttpCacheOptions },
+  ): Promise<CdnProxy> {
     const cache = await HttpCache.open(options.cache);
     return new CdnProxy({ ...options, cache });
   }
@@ -66,7 +68,12 @@ export class CdnProxy<Ctx extends object = ReverseProxyCtx> extends ReverseProxy
   }
 
   /** One variant per coding actually served (br, gzip, identity), not one per browser's header. */
-  override cacheVaryFilter(_session: Session, name: string, value: string | undefined, _ctx: Ctx): string | undefined {
+  override cacheVaryFilter(
+    _session: Session,
+    name: string,
+    value: string | undefined,
+    _ctx: Ctx,
+  ): string | undefined {
     return acceptEncodingNormaliser(name, value);
   }
 

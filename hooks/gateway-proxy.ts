@@ -82,7 +82,11 @@ export class GatewayProxy extends ProxyHttp<GatewayCtx> {
 
   #routed(session: Session, ctx: GatewayCtx, route: Route | undefined): boolean {
     if (route === undefined) {
-      session.respond(404, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }, '404 Not Found: no route for this host and path\n');
+      session.respond(
+        404,
+        { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' },
+        '404 Not Found: no route for this host and path\n',
+      );
       return false;
     }
     ctx.route = route;
@@ -97,7 +101,8 @@ export class GatewayProxy extends ProxyHttp<GatewayCtx> {
 
   async #retryPeer(session: Session, ctx: GatewayCtx): Promise<HttpPeer> {
     if (ctx.backoff > 0) await delay(ctx.backoff);
-    if (session.aborted) throw new CairnError('CAIRN_ERR_DOWNSTREAM_CLOSED', 'client went away while its target was starting');
+    if (session.aborted)
+      throw new CairnError('CAIRN_ERR_DOWNSTREAM_CLOSED', 'client went away while its target was starting');
     if (ctx.lookupAgain) {
       ctx.lookupAgain = false;
       const route = await this.routes.lookup(session.host, session.path);

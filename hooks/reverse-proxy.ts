@@ -224,12 +224,22 @@ export class UpstreamGroup {
 
   #logEvents(logger: Logger): void {
     const upstream = this.name;
-    this.upstream.on('ejected', (b) => logger.warn({ upstream, backend: b.id }, 'backend ejected after consecutive failures'));
-    this.upstream.on('breaker', (b, state) => logger.warn({ upstream, backend: b.id, state }, 'backend circuit breaker changed'));
-    this.upstream.on('health', (b, healthy) => logger.warn({ upstream, backend: b.id, healthy }, 'backend health changed'));
-    this.upstream.on('drained', (b) => logger.info({ upstream, backend: b.id }, 'backend drained and removed'));
+    this.upstream.on('ejected', (b) =>
+      logger.warn({ upstream, backend: b.id }, 'backend ejected after consecutive failures'),
+    );
+    this.upstream.on('breaker', (b, state) =>
+      logger.warn({ upstream, backend: b.id, state }, 'backend circuit breaker changed'),
+    );
+    this.upstream.on('health', (b, healthy) =>
+      logger.warn({ upstream, backend: b.id, healthy }, 'backend health changed'),
+    );
+    this.upstream.on('drained', (b) =>
+      logger.info({ upstream, backend: b.id }, 'backend drained and removed'),
+    );
     for (const w of this.watchers) {
-      w.on('lookupFailed', (error) => logger.warn({ upstream, code: error.code, err: error.message }, 'hostname lookup failed'));
+      w.on('lookupFailed', (error) =>
+        logger.warn({ upstream, code: error.code, err: error.message }, 'hostname lookup failed'),
+      );
     }
   }
 }
@@ -255,7 +265,10 @@ export class UpstreamGroup {
  * });
  * ```
  */
-export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHttp<Ctx> implements CairnService {
+export class ReverseProxy<Ctx extends object = ReverseProxyCtx>
+  extends ProxyHttp<Ctx>
+  implements CairnService
+{
   readonly peerOptions: HttpPeerOptions | undefined;
   /** Groups in routing order. */
   #groups: UpstreamGroup[];
@@ -343,7 +356,14 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
    * below (they check `ctx.group`), so a subclass that picks peers itself still works.
    */
   override newCtx(): Ctx {
-    const ctx: ReverseProxyCtx = { group: null, backend: undefined, started: 0, headAt: 0, tried: null, lastError: undefined };
+    const ctx: ReverseProxyCtx = {
+      group: null,
+      backend: undefined,
+      started: 0,
+      headAt: 0,
+      tried: null,
+      lastError: undefined,
+    };
     return ctx as unknown as Ctx;
   }
 
@@ -361,7 +381,8 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
     let group = ctx.group ?? null;
     if (group === null) {
       group = this.route(session) ?? null;
-      if (group === null) throw new CairnError('CAIRN_ERR_UPSTREAM_UNAVAILABLE', 'no upstream group takes this request');
+      if (group === null)
+        throw new CairnError('CAIRN_ERR_UPSTREAM_UNAVAILABLE', 'no upstream group takes this request');
       ctx.group = group;
     }
     const previous = ctx.backend;
@@ -370,7 +391,8 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
       group.upstream.end(previous, 'cancelled');
       ctx.backend = undefined;
     }
-    const key = group.upstream.algorithm === 'ketama' && group.key !== undefined ? group.key(session) : undefined;
+    const key =
+      group.upstream.algorithm === 'ketama' && group.key !== undefined ? group.key(session) : undefined;
     const tried = ctx.tried;
     const backend = group.upstream.select(key, tried === null ? undefined : { tried });
     if (backend === undefined) {
@@ -407,11 +429,18 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
     }
     if (group === null) return error;
     ctx.lastError = error;
-    if (group !== null && (ctx.tried?.size ?? 0) < group.upstream.selector.backends.length) error.retry = true;
+    if (group !== null && (ctx.tried?.size ?? 0) < group.upstream.selector.backends.length)
+      error.retry = true;
     return error;
   }
 
-  override errorWhileProxy(peer: HttpPeer, session: Session, error: CairnError, context: Ctx, reused: boolean): CairnError {
+  override errorWhileProxy(
+    peer: HttpPeer,
+    session: Session,
+    error: CairnError,
+    context: Ctx,
+    reused: boolean,
+  ): CairnError {
     const decided = super.errorWhileProxy(peer, session, error, context, reused);
     const ctx = context as Partial<ReverseProxyCtx>;
     const group = ctx.group ?? null;
@@ -480,7 +509,14 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
       const probe = new UpstreamGroup(name, options);
       void probe;
     }
-    const changes: UpstreamChanges = { added: [], removed: [], updated: [], groupsAdded: [], groupsRemoved: [], restartNeeded: [] };
+    const changes: UpstreamChanges = {
+      added: [],
+      removed: [],
+      updated: [],
+      groupsAdded: [],
+      groupsRemoved: [],
+      restartNeeded: [],
+    };
     const next: UpstreamGroup[] = [];
     for (const [name, options] of Object.entries(groups)) {
       const existing = this.group(name);
@@ -512,7 +548,8 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
       changes.updated.push(`${group.name}: algorithm ${upstream.algorithm}`);
     }
     for (const key of ['passive', 'breaker'] as const) {
-      if (JSON.stringify(before[key]) !== JSON.stringify(options[key])) changes.restartNeeded.push(`${group.name}.${key}`);
+      if (JSON.stringify(before[key]) !== JSON.stringify(options[key]))
+        changes.restartNeeded.push(`${group.name}.${key}`);
     }
     group.configure(options);
     // Resolved backends belong to their watchers; a changed resolve list replaces the watchers.
@@ -594,39 +631,52 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
     if (group === undefined) return sendJson(res, 404, { error: `no upstream "${parts.group}"` });
     if (parts.backend === undefined) return sendJson(res, 200, groupView(group));
     const b = group.upstream.snapshot().backends.find((x) => x.id === parts.backend);
-    return b === undefined ? sendJson(res, 404, { error: `no backend "${parts.backend}"` }) : sendJson(res, 200, b);
+    return b === undefined
+      ? sendJson(res, 404, { error: `no backend "${parts.backend}"` })
+      : sendJson(res, 200, b);
   }
 
   async #adminPut(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const parts = adminPath(url);
-    if (parts?.group === undefined || parts.backend === undefined) return sendJson(res, 404, { error: 'PUT /upstreams/<group>/backends/<id>' });
+    if (parts?.group === undefined || parts.backend === undefined)
+      return sendJson(res, 404, { error: 'PUT /upstreams/<group>/backends/<id>' });
     const group = this.group(parts.group);
     if (group === undefined) return sendJson(res, 404, { error: `no upstream "${parts.group}"` });
     const body = await readJsonBody(req, res);
     if (body === undefined) return;
     const id = parts.backend;
     const weight = body.weight;
-    if (weight !== undefined && typeof weight !== 'number') return sendJson(res, 400, { error: 'weight must be a number' });
+    if (weight !== undefined && typeof weight !== 'number')
+      return sendJson(res, 400, { error: 'weight must be a number' });
     const existing = group.upstream.snapshot().backends.find((b) => b.id === id);
     if (existing !== undefined) {
-      if (existing.state === 'draining') return sendJson(res, 409, { error: `backend "${id}" is draining; add it again once it is gone` });
+      if (existing.state === 'draining')
+        return sendJson(res, 409, { error: `backend "${id}" is draining; add it again once it is gone` });
       if (body.address !== undefined && body.address !== existing.address) {
-        return sendJson(res, 409, { error: `backend "${id}" has address ${existing.address}; DELETE it first` });
+        return sendJson(res, 409, {
+          error: `backend "${id}" has address ${existing.address}; DELETE it first`,
+        });
       }
       return this.#reweight(res, group, id, weight);
     }
-    if (typeof body.address !== 'string') return sendJson(res, 400, { error: 'address (host:port or URL) is required' });
+    if (typeof body.address !== 'string')
+      return sendJson(res, 400, { error: 'address (host:port or URL) is required' });
     try {
       group.upstream.add({ address: body.address, id, ...(weight === undefined ? {} : { weight }) });
     } catch (error) {
       return sendError(res, error);
     }
-    return sendJson(res, 201, group.upstream.snapshot().backends.find((b) => b.id === id));
+    return sendJson(
+      res,
+      201,
+      group.upstream.snapshot().backends.find((b) => b.id === id),
+    );
   }
 
   async #adminPatch(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const parts = adminPath(url);
-    if (parts?.group === undefined) return sendJson(res, 404, { error: 'PATCH /upstreams/<group>[/backends/<id>]' });
+    if (parts?.group === undefined)
+      return sendJson(res, 404, { error: 'PATCH /upstreams/<group>[/backends/<id>]' });
     const group = this.group(parts.group);
     if (group === undefined) return sendJson(res, 404, { error: `no upstream "${parts.group}"` });
     const body = await readJsonBody(req, res);
@@ -646,11 +696,13 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
 
   async #adminDelete(_req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const parts = adminPath(url);
-    if (parts?.group === undefined || parts.backend === undefined) return sendJson(res, 404, { error: 'DELETE /upstreams/<group>/backends/<id>' });
+    if (parts?.group === undefined || parts.backend === undefined)
+      return sendJson(res, 404, { error: 'DELETE /upstreams/<group>/backends/<id>' });
     const group = this.group(parts.group);
     if (group === undefined) return sendJson(res, 404, { error: `no upstream "${parts.group}"` });
     const id = parts.backend;
-    if (!group.upstream.snapshot().backends.some((b) => b.id === id)) return sendJson(res, 404, { error: `no backend "${id}"` });
+    if (!group.upstream.snapshot().backends.some((b) => b.id === id))
+      return sendJson(res, 404, { error: `no backend "${id}"` });
     if (url.searchParams.get('now') === '1') {
       group.upstream.remove(id);
       return sendJson(res, 200, { removed: id });
@@ -666,12 +718,17 @@ export class ReverseProxy<Ctx extends object = ReverseProxyCtx> extends ProxyHtt
   #reweight(res: ServerResponse, group: UpstreamGroup, id: string, weight: unknown): void {
     if (weight !== undefined) {
       try {
-        if (!group.upstream.setWeight(id, weight as number)) return sendJson(res, 404, { error: `no backend "${id}"` });
+        if (!group.upstream.setWeight(id, weight as number))
+          return sendJson(res, 404, { error: `no backend "${id}"` });
       } catch (error) {
         return sendError(res, error);
       }
     }
-    return sendJson(res, 200, group.upstream.snapshot().backends.find((b) => b.id === id));
+    return sendJson(
+      res,
+      200,
+      group.upstream.snapshot().backends.find((b) => b.id === id),
+    );
   }
 }
 
@@ -702,7 +759,10 @@ function backendConfig(entry: string | BackendConfig): BackendConfig {
   return typeof entry === 'string' ? { address: entry } : entry;
 }
 
-function makeChecker(upstream: Upstream<Session>, health: GroupHealthOptions | false | undefined): HealthChecker | undefined {
+function makeChecker(
+  upstream: Upstream<Session>,
+  health: GroupHealthOptions | false | undefined,
+): HealthChecker | undefined {
   if (health === undefined || health === false) return undefined;
   const { type, method, path, host, expectStatus, rejectUnauthorized, ...timing } = health;
   const check: HealthCheckOptions['check'] =
@@ -771,7 +831,8 @@ function rawParameter(text: string, start: number, name: string, sep: string): s
   while (i <= text.length) {
     let end = text.indexOf(sep, i);
     if (end < 0) end = text.length;
-    if (text.startsWith(name, i) && text.charCodeAt(i + name.length) === 0x3d /* = */) return text.slice(i + name.length + 1, end);
+    if (text.startsWith(name, i) && text.charCodeAt(i + name.length) === 0x3d /* = */)
+      return text.slice(i + name.length + 1, end);
     i = end + 1;
   }
   return undefined;

@@ -21,7 +21,10 @@ export interface RouteAnswer {
 }
 
 /** The user's routing function; may be async. `undefined` means no route. */
-export type RouteLookup = (host: string, path: string) => RouteAnswer | undefined | Promise<RouteAnswer | undefined>;
+export type RouteLookup = (
+  host: string,
+  path: string,
+) => RouteAnswer | undefined | Promise<RouteAnswer | undefined>;
 
 export interface RouteResolverOptions {
   readonly resolve: RouteLookup;

@@ -29,7 +29,13 @@ import {
   revalidationHeaders,
 } from '../cache/policy.ts';
 import type { ByteRange } from '../cache/range.ts';
-import { contentRange, ifRangeMatches, multipartPlan, planRange, unsatisfiedContentRange } from '../cache/range.ts';
+import {
+  contentRange,
+  ifRangeMatches,
+  multipartPlan,
+  planRange,
+  unsatisfiedContentRange,
+} from '../cache/range.ts';
 import type { CacheWriter, CachedObject, ObjectMeta, StoredHeaders } from '../cache/store.ts';
 import { CairnError } from './errors.ts';
 import type { HeaderMap } from './headers.ts';
@@ -40,7 +46,6 @@ import type { HttpPeer } from './peer.ts';
 import type { ResponseHead, UpstreamRequest } from './proxy-http.ts';
 
 type MaybePromise<T> = T | Promise<T>;
-
 
 /**
  * Body chunks for a response Cairn answers itself. `read()` gives the next chunk, `null` at the
@@ -217,12 +222,17 @@ class InflightSource implements ChunkSource {
     } catch {
       return undefined;
     }
-    if (isThenable(chunk)) return chunk.then((c) => this.#window(c), () => undefined);
+    if (isThenable(chunk))
+      return chunk.then(
+        (c) => this.#window(c),
+        () => undefined,
+      );
     return this.#window(chunk);
   }
 
   #window(chunk: Buffer | null): Buffer | null | undefined | Promise<Buffer | null | undefined> {
-    if (chunk === null) return this.#position > this.#end || this.#end === Number.MAX_SAFE_INTEGER ? null : undefined;
+    if (chunk === null)
+      return this.#position > this.#end || this.#end === Number.MAX_SAFE_INTEGER ? null : undefined;
     const from = this.#position;
     const to = from + chunk.length;
     this.#position = to;
@@ -339,7 +349,8 @@ export class CacheRequest<Ctx> {
     this.key = key;
     const invalidations = FENCES.get(this.cache)?.invalidations;
     // Nearly always empty: skip hashing the key then.
-    const invalidating = invalidations === undefined || invalidations.size === 0 ? undefined : invalidations.get(key);
+    const invalidating =
+      invalidations === undefined || invalidations.size === 0 ? undefined : invalidations.get(key);
     if (invalidating !== undefined) return invalidating.then(() => this.#lookupKey(key));
     return this.#lookupKey(key);
   }
@@ -372,7 +383,9 @@ export class CacheRequest<Ctx> {
     const { session, ctx, engine } = this.task;
     if (!engine.plan.cacheVaryFilter) return varyVariant(vary, session.headers);
     const proxy = engine.proxy;
-    return varyVariant(vary, session.headers, (name, value) => proxy.cacheVaryFilter(session, name, value, ctx));
+    return varyVariant(vary, session.headers, (name, value) =>
+      proxy.cacheVaryFilter(session, name, value, ctx),
+    );
   }
 
   /** Whether this request selects `meta`'s variant (RFC 9111 §4.1). */
@@ -403,7 +416,13 @@ export class CacheRequest<Ctx> {
     let decision = policy.evaluate(this.#requestCacheControl(), now, options);
     if (plan.cacheHitFilter && decision.kind !== 'revalidate' && decision.kind !== 'only-if-cached') {
       if (proxy.cacheHitFilter(session, meta, ctx)) {
-        decision = { kind: 'revalidate', reason: 'stale', age: decision.age, ttl: decision.ttl, staleIfErrorUntil: 0 };
+        decision = {
+          kind: 'revalidate',
+          reason: 'stale',
+          age: decision.age,
+          ttl: decision.ttl,
+          staleIfErrorUntil: 0,
+        };
       }
     }
     const status = this.cache.status;
@@ -442,7 +461,11 @@ export class CacheRequest<Ctx> {
     const session = this.task.session;
     session.cacheStatus = this.cache.status.forward('miss', { detail: 'only-if-cached' });
     this.#count('miss');
-    session.respond(504, { 'content-type': 'text/plain', 'cache-control': 'no-store' }, '504 Gateway Timeout\n');
+    session.respond(
+      504,
+      { 'content-type': 'text/plain', 'cache-control': 'no-store' },
+      '504 Gateway Timeout\n',
+    );
     return true;
   }
 
@@ -482,7 +505,8 @@ export class CacheRequest<Ctx> {
       // response that must be revalidated is revalidated (a conditional request) rather than
       // fetched whole, exactly as if the store had been instant. Once per request.
       const key = this.key;
-      const committing = key === undefined || this.fwd === 'vary-miss' ? undefined : FENCES.get(this.cache)?.commits.get(key);
+      const committing =
+        key === undefined || this.fwd === 'vary-miss' ? undefined : FENCES.get(this.cache)?.commits.get(key);
       if (committing !== undefined && !this.#relooked) {
         this.#relooked = true;
         return committing.then(() => this.#lookupKey(key!));
@@ -493,7 +517,13 @@ export class CacheRequest<Ctx> {
     session.cacheStatus = this.cache.status.collapsed();
     const headers = clientHeaders(outcome.headers, '0', this.cache.policy);
     const length = Number(headerValue(headers, 'content-length') ?? NaN);
-    return this.#answer(outcome.status, headers, Number.isSafeInteger(length) ? length : undefined, undefined, outcome.body);
+    return this.#answer(
+      outcome.status,
+      headers,
+      Number.isSafeInteger(length) ? length : undefined,
+      undefined,
+      outcome.body,
+    );
   }
 
   /**
@@ -565,7 +595,10 @@ export class CacheRequest<Ctx> {
         return true;
       }
     }
-    const out = headers === undefined ? storedClientHeaders(meta.headers, age, options) : clientHeaders(headers, age, options);
+    const out =
+      headers === undefined
+        ? storedClientHeaders(meta.headers, age, options)
+        : clientHeaders(headers, age, options);
     // The stored length is known even when the origin sent the body chunked: say it, so clients
     // (and the next cache) need not read to the end to know the size.
     if (out['content-length'] === undefined && meta.status !== 204 && meta.status !== 304) {
@@ -637,7 +670,8 @@ export class CacheRequest<Ctx> {
         case 'multi': {
           const contentType = headerValue(headers, 'content-type');
           const multi = multipartPlan(plan.ranges, length, contentType, randomBytes(8).toString('hex'));
-          const body = stored === undefined ? undefined : new MultipartSource(stored, multi.parts, multi.tail);
+          const body =
+            stored === undefined ? undefined : new MultipartSource(stored, multi.parts, multi.tail);
           if (body === undefined) break;
           headers['content-type'] = multi.contentType;
           headers['content-length'] = String(multi.contentLength);
@@ -647,7 +681,10 @@ export class CacheRequest<Ctx> {
         }
         case 'unsatisfiable':
           this.task.serveLocal(
-            { status: 416, headers: { 'content-range': unsatisfiedContentRange(length), 'content-length': '0' } },
+            {
+              status: 416,
+              headers: { 'content-range': unsatisfiedContentRange(length), 'content-length': '0' },
+            },
             EMPTY_SOURCE,
           );
           return true;
@@ -702,7 +739,9 @@ export class CacheRequest<Ctx> {
       return this.#merge304(stored, head);
     }
     if (stored !== undefined && head.status >= 500 && Date.now() < this.staleIfErrorUntil) {
-      const error = new CairnError('CAIRN_ERR_UPSTREAM_UNAVAILABLE', `origin answered ${head.status}`, { status: head.status });
+      const error = new CairnError('CAIRN_ERR_UPSTREAM_UNAVAILABLE', `origin answered ${head.status}`, {
+        status: head.status,
+      });
       if (this.#serveStale(stored, error, head.status)) return true;
     }
     let verdict: ResponseVerdict =
@@ -726,7 +765,9 @@ export class CacheRequest<Ctx> {
       session.cacheStatus = status.forward(this.fwd, { fwdStatus: head.status, detail: verdict.reason });
       return false;
     }
-    const variant = this.#variantOf(headerValue(verdict.headers, 'vary') === undefined ? undefined : (verdict.headers.vary));
+    const variant = this.#variantOf(
+      headerValue(verdict.headers, 'vary') === undefined ? undefined : verdict.headers.vary,
+    );
     if (variant === undefined) {
       this.inflight?.uncacheable('vary-star');
       this.inflight = undefined;
@@ -738,7 +779,10 @@ export class CacheRequest<Ctx> {
       PUBLISHED.set(verdict.headers, { variant, policy: verdict.policy });
       this.inflight.publishHeaders(head.status, verdict.headers);
     }
-    session.cacheStatus = status.forward(this.fwd, { stored: true, fwdStatus: this.fwd === 'stale' ? head.status : undefined });
+    session.cacheStatus = status.forward(this.fwd, {
+      stored: true,
+      fwdStatus: this.fwd === 'stale' ? head.status : undefined,
+    });
     if (this.wantsRange && head.status === 200) this.#cutToRange(head);
     return false;
   }
@@ -899,7 +943,8 @@ export class CacheRequest<Ctx> {
 
   #storeFailed(error: unknown): void {
     const logger = this.task.session.log;
-    if (logger.isLevelEnabled('warn')) logger.warn({ err: asCairn(error), key: this.key }, 'cache write failed');
+    if (logger.isLevelEnabled('warn'))
+      logger.warn({ err: asCairn(error), key: this.key }, 'cache write failed');
   }
 
   #count(result: LookupResult): void {
@@ -921,7 +966,11 @@ export class CacheRequest<Ctx> {
     const { session, ctx, engine } = this.task;
     const { proxy, plan } = engine;
     if (!this.cache.mayPurge(session.clientAddress)) {
-      session.respond(403, { 'content-type': 'text/plain' }, '403 Forbidden: purge not allowed from this address\n');
+      session.respond(
+        403,
+        { 'content-type': 'text/plain' },
+        '403 Forbidden: purge not allowed from this address\n',
+      );
       return true;
     }
     const tag = headerValue(session.headers, 'surrogate-key') ?? headerValue(session.headers, 'cache-tag');
@@ -971,7 +1020,9 @@ function notModifiedHeaders(headers: StoredHeaders): HeaderMap {
 
 function asCairn(error: unknown): CairnError {
   if (error instanceof CairnError) return error;
-  return new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', (error as Error)?.message ?? String(error), { cause: error });
+  return new CairnError('CAIRN_ERR_CACHE_STORE_WRITE', (error as Error)?.message ?? String(error), {
+    cause: error,
+  });
 }
 
 /**
@@ -1001,7 +1052,12 @@ class BackgroundRevalidation<Ctx> implements Dispatcher.DispatchHandler {
     const { proxy, plan } = engine;
     let peer: HttpPeer | Promise<HttpPeer> = proxy.upstreamPeer(session, ctx);
     if (isThenable(peer)) peer = await peer;
-    const headers = upstreamRequestHeaders(session.headers, session.clientAddress, session.scheme, proxy.forwarding);
+    const headers = upstreamRequestHeaders(
+      session.headers,
+      session.clientAddress,
+      session.scheme,
+      proxy.forwarding,
+    );
     for (const name of CONDITIONAL_REQUEST_HEADERS) delete headers[name];
     delete headers.range;
     delete headers['content-length'];
@@ -1015,7 +1071,12 @@ class BackgroundRevalidation<Ctx> implements Dispatcher.DispatchHandler {
     }
     this.#requestTime = Date.now();
     engine.pools.get(peer).pool.dispatch(
-      { path: request.path, method: 'GET', headers: request.headers as Record<string, string | string[]>, body: null },
+      {
+        path: request.path,
+        method: 'GET',
+        headers: request.headers as Record<string, string | string[]>,
+        body: null,
+      },
       this,
     );
   }
@@ -1034,7 +1095,13 @@ class BackgroundRevalidation<Ctx> implements Dispatcher.DispatchHandler {
     const timing = { requestTime: this.#requestTime, responseTime: Date.now() };
     const request = { method: 'GET', headers: session.headers as never };
     if (statusCode === 304) {
-      const verdict = revalidatedPolicy(request, this.#stored, { status: 304, headers: headers }, timing, cache.policy);
+      const verdict = revalidatedPolicy(
+        request,
+        this.#stored,
+        { status: 304, headers: headers },
+        timing,
+        cache.policy,
+      );
       if (verdict.storable) {
         const p = verdict.policy;
         const updated: ObjectMeta = {

@@ -80,7 +80,10 @@ export async function configFromArgs(argv: readonly string[]): Promise<CliConfig
   if (values['no-cache'] === true) cacheSection.enabled = false;
   if (values['memory-only'] === true) cacheSection.disk = false;
   if (values['cache-dir'] !== undefined) {
-    cacheSection.disk = { ...(typeof cacheSection.disk === 'object' ? cacheSection.disk : {}), path: values['cache-dir'] };
+    cacheSection.disk = {
+      ...(typeof cacheSection.disk === 'object' ? cacheSection.disk : {}),
+      path: values['cache-dir'],
+    };
   }
   base.cache = cacheSection;
   if (values['cluster-self'] !== undefined || values['cluster-peer'] !== undefined) {
@@ -107,7 +110,10 @@ function applyConfig(proxy: ReverseProxy, running: CairnConfig, next: CairnConfi
     if (JSON.stringify(next[key]) !== JSON.stringify(running[key])) restart.push(key);
   }
   if (restart.length > 0 || changes.restartNeeded.length > 0) {
-    logger.warn({ keys: [...restart, ...changes.restartNeeded] }, 'config changes that apply only after a restart');
+    logger.warn(
+      { keys: [...restart, ...changes.restartNeeded] },
+      'config changes that apply only after a restart',
+    );
   }
   return changes;
 }
@@ -134,7 +140,10 @@ function groupOptions(groups: Record<string, UpstreamGroupConfig>): Record<strin
 }
 
 /** The ready-made proxy the config asks for: a caching `CdnProxy` unless the cache is off. */
-async function buildProxy(config: CairnConfig, upstreams: Record<string, UpstreamGroupOptions>): Promise<ReverseProxy> {
+async function buildProxy(
+  config: CairnConfig,
+  upstreams: Record<string, UpstreamGroupOptions>,
+): Promise<ReverseProxy> {
   const common = { upstreams, peer: peerOptions(config), forwarding: config.forwarding };
   const c = config.cache;
   if (!c.enabled) return new ReverseProxy(common);
@@ -174,7 +183,8 @@ function purgeFrom(config: CairnConfig): readonly string[] | undefined {
 /** Run the CLI; resolves with an exit code for errors (a running proxy keeps the process alive). */
 export async function main(argv: readonly string[]): Promise<number> {
   // `cairn check` / `cairn explain` (the cache test kit), loaded only when asked for.
-  if (argv[0] === 'check' || argv[0] === 'explain') return (await import('../hooks/testing/cli.ts')).checkOrExplain(argv);
+  if (argv[0] === 'check' || argv[0] === 'explain')
+    return (await import('../hooks/testing/cli.ts')).checkOrExplain(argv);
   let config: CliConfig | 'help';
   try {
     config = await configFromArgs(argv);
@@ -227,7 +237,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       });
     }
   } catch (error) {
-    process.stderr.write(`cairn: ${isCairnError(error) ? `${error.code}: ` : ''}${(error as Error).message}\n`);
+    process.stderr.write(
+      `cairn: ${isCairnError(error) ? `${error.code}: ` : ''}${(error as Error).message}\n`,
+    );
     return isCairnError(error) && error.code === 'CAIRN_ERR_CONFIG_INVALID' ? 2 : 1;
   }
   return 0;

@@ -78,14 +78,18 @@ export class WorkerAdminRelay {
     const body = await readBody(req);
     if (body === undefined) return sendJson(res, 413, { error: `body over ${FORWARD_BODY_LIMIT} bytes` });
     const workers = await this.#readyWorkers();
-    if (workers.length === 0) return sendJson(res, 503, { error: 'no worker is ready to take admin requests' });
+    if (workers.length === 0)
+      return sendJson(res, 503, { error: 'no worker is ready to take admin requests' });
     const answers = await Promise.all(
       workers.map(([worker, path]) => forwardTo(worker.process.pid, path, req, body)),
     );
     const [first] = answers;
     if (first === undefined) return sendJson(res, 503, { error: 'no worker answered' });
     if (answers.every((a) => a.status === first.status)) {
-      const headers: Record<string, string> = { 'content-length': String(first.body.length), 'cache-control': 'no-store' };
+      const headers: Record<string, string> = {
+        'content-length': String(first.body.length),
+        'cache-control': 'no-store',
+      };
       const type = first.headers['content-type'];
       if (type !== undefined) headers['content-type'] = type;
       res.writeHead(first.status, headers);
@@ -104,14 +108,19 @@ export class WorkerAdminRelay {
   async #readyWorkers(): Promise<(readonly [Worker, string])[]> {
     const deadline = Date.now() + SOCKET_WAIT_MS;
     for (;;) {
-      const connected = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected());
+      const connected = Object.values(cluster.workers ?? {}).filter(
+        (w): w is Worker => w !== undefined && w.isConnected(),
+      );
       const ready = connected.flatMap((w) => {
         const path = this.#sockets.get(w.id);
         return path === undefined ? [] : [[w, path] as const];
       });
       const left = deadline - Date.now();
       if (ready.length === connected.length || left <= 0) return ready;
-      await Promise.race([once(this.#announced, 'socket'), new Promise((resolve) => setTimeout(resolve, left).unref())]);
+      await Promise.race([
+        once(this.#announced, 'socket'),
+        new Promise((resolve) => setTimeout(resolve, left).unref()),
+      ]);
     }
   }
 }
@@ -128,20 +137,37 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
 }
 
 /** One forwarded request; a worker that fails to answer counts as a 502 answer saying why. */
-function forwardTo(pid: number | undefined, socketPath: string, req: IncomingMessage, body: Buffer): Promise<WorkerAnswer> {
+function forwardTo(
+  pid: number | undefined,
+  socketPath: string,
+  req: IncomingMessage,
+  body: Buffer,
+): Promise<WorkerAnswer> {
   return new Promise((resolve) => {
     const headers: Record<string, string> = { 'content-length': String(body.length) };
     const type = req.headers['content-type'];
     if (type !== undefined) headers['content-type'] = type;
     const failed = (error: Error): void =>
       resolve({ pid, status: 502, headers: {}, body: Buffer.from(JSON.stringify({ error: error.message })) });
-    const out = request({ socketPath, method: req.method, path: req.url, headers, timeout: FORWARD_TIMEOUT_MS }, (answer) => {
-      const chunks: Buffer[] = [];
-      answer.on('data', (chunk: Buffer) => chunks.push(chunk));
-      answer.on('end', () => resolve({ pid, status: answer.statusCode ?? 502, headers: answer.headers, body: Buffer.concat(chunks) }));
-      answer.on('error', failed);
-    });
-    out.on('timeout', () => out.destroy(new Error(`worker ${String(pid)} did not answer in ${FORWARD_TIMEOUT_MS} ms`)));
+    const out = request(
+      { socketPath, method: req.method, path: req.url, headers, timeout: FORWARD_TIMEOUT_MS },
+      (answer) => {
+        const chunks: Buffer[] = [];
+        answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+        answer.on('end', () =>
+          resolve({
+            pid,
+            status: answer.statusCode ?? 502,
+            headers: answer.headers,
+            body: Buffer.concat(chunks),
+          }),
+        );
+        answer.on('error', failed);
+      },
+    );
+    out.on('timeout', () =>
+      out.destroy(new Error(`worker ${String(pid)} did not answer in ${FORWARD_TIMEOUT_MS} ms`)),
+    );
     out.on('error', failed);
     out.end(body);
   });
@@ -149,6 +175,10 @@ function forwardTo(pid: number | undefined, socketPath: string, req: IncomingMes
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
   res.end(text);
 }

@@ -62,7 +62,10 @@ export function watchConfigFile<C>(options: ConfigWatchOptions<C>): ConfigWatch 
   };
   const reject = (error: unknown): void => {
     const code = isCairnError(error) ? error.code : 'CAIRN_ERR_CONFIG_INVALID';
-    logger.error({ code, file: full, err: (error as Error).message }, 'config file rejected; the running config stays');
+    logger.error(
+      { code, file: full, err: (error as Error).message },
+      'config file rejected; the running config stays',
+    );
   };
   const reload = (): Promise<void> => {
     running = running.then(once);

@@ -61,7 +61,11 @@ const peer = z
   .partial();
 
 const forwarding = z
-  .object({ via: z.union([z.string().min(1), z.literal(false)]), xForwarded: z.boolean(), forwarded: z.boolean() })
+  .object({
+    via: z.union([z.string().min(1), z.literal(false)]),
+    xForwarded: z.boolean(),
+    forwarded: z.boolean(),
+  })
   .strict()
   .partial();
 
@@ -119,7 +123,10 @@ const HASH_KEY = /^(?:uri|path|host|client-ip|(?:header|query|cookie):[!#$%&'*+.
 const healthCheck = z
   .object({
     type: z.enum(['http', 'tcp']).default('http'),
-    method: z.string().regex(/^[A-Z]+$/, 'must be an upper-case method').optional(),
+    method: z
+      .string()
+      .regex(/^[A-Z]+$/, 'must be an upper-case method')
+      .optional(),
     path: z.string().startsWith('/').optional(),
     host: z.string().min(1).optional(),
     expectStatus: z
@@ -182,7 +189,10 @@ export const upstreamGroupSchema = z
     breaker: z.union([circuitBreaker, z.literal(false)]).optional(),
     failureStatus: z.array(z.number().int().min(100).max(599)).optional(),
     match: z
-      .object({ hosts: z.array(z.string().min(1)).min(1).optional(), pathPrefix: z.string().startsWith('/').optional() })
+      .object({
+        hosts: z.array(z.string().min(1)).min(1).optional(),
+        pathPrefix: z.string().startsWith('/').optional(),
+      })
       .strict()
       .optional(),
   })
@@ -192,7 +202,12 @@ export const upstreamGroupSchema = z
     const seen = new Set<string>();
     group.backends.forEach((entry, i) => {
       const id = typeof entry === 'string' ? entry : (entry.id ?? entry.address);
-      if (seen.has(id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['backends', i], message: `duplicate backend id "${id}"` });
+      if (seen.has(id))
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['backends', i],
+          message: `duplicate backend id "${id}"`,
+        });
       seen.add(id);
     });
   });
@@ -240,10 +255,18 @@ export const configSchema = z
   .strict()
   .superRefine((config, ctx) => {
     if (config.cluster !== undefined && !config.cache.enabled) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['cluster'], message: 'a cluster shares a cache: it needs cache.enabled' });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['cluster'],
+        message: 'a cluster shares a cache: it needs cache.enabled',
+      });
     }
     if (config.upstream !== undefined && config.upstreams.default !== undefined) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['upstream'], message: 'give either upstream or upstreams.default, not both' });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['upstream'],
+        message: 'give either upstream or upstreams.default, not both',
+      });
     }
   });
 
@@ -256,9 +279,13 @@ export type CairnConfig = z.output<typeof configSchema>;
 export function upstreamGroupsOf(config: CairnConfig): Record<string, UpstreamGroupConfig> {
   const groups: Record<string, UpstreamGroupConfig> = {};
   if (config.origins.length > 0) {
-    groups.default = upstreamGroupSchema.parse({ ...(config.upstream ?? config.upstreams.default ?? {}), backends: config.origins });
+    groups.default = upstreamGroupSchema.parse({
+      ...(config.upstream ?? config.upstreams.default ?? {}),
+      backends: config.origins,
+    });
   } else if (config.upstream !== undefined) groups.default = config.upstream;
-  for (const [name, group] of Object.entries(config.upstreams)) if (groups[name] === undefined) groups[name] = group;
+  for (const [name, group] of Object.entries(config.upstreams))
+    if (groups[name] === undefined) groups[name] = group;
   return groups;
 }
 export type CairnConfigInput = z.input<typeof configSchema>;
@@ -300,9 +327,13 @@ export async function loadConfigFile(path: string): Promise<CairnConfig> {
   try {
     parsed = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
-    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'} (${(error as Error).message})`, {
-      cause: error,
-    });
+    throw new CairnError(
+      'CAIRN_ERR_CONFIG_INVALID',
+      `${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'} (${(error as Error).message})`,
+      {
+        cause: error,
+      },
+    );
   }
   return validateConfig(parsed, path);
 }

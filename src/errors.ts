@@ -146,7 +146,8 @@ export const ERROR_CODES = {
     source: 'internal',
     retryable: false,
     status: 500,
-    description: 'A cache tier could not be opened (e.g. the LMDB path is not writable); Cairn serves without it.',
+    description:
+      'A cache tier could not be opened (e.g. the LMDB path is not writable); Cairn serves without it.',
   },
   CAIRN_ERR_CACHE_STORE_WRITE: {
     source: 'internal',
@@ -177,13 +178,15 @@ export const ERROR_CODES = {
     source: 'internal',
     retryable: false,
     status: 500,
-    description: 'A listener certificate or key could not be loaded (bad PEM, key does not match); on reload the previous one stays.',
+    description:
+      'A listener certificate or key could not be loaded (bad PEM, key does not match); on reload the previous one stays.',
   },
   CAIRN_ERR_UPGRADE_IDLE_TIMEOUT: {
     source: 'internal',
     retryable: false,
     status: 504,
-    description: 'An upgraded connection (WebSocket tunnel) carried no byte in either direction for the idle timeout.',
+    description:
+      'An upgraded connection (WebSocket tunnel) carried no byte in either direction for the idle timeout.',
   },
   CAIRN_ERR_GRPC_BAD_REQUEST: {
     source: 'downstream',
@@ -195,7 +198,8 @@ export const ERROR_CODES = {
     source: 'upstream',
     retryable: false,
     status: 502,
-    description: 'A gRPC or gRPC-web response from the origin could not be translated (bad framing, bad trailer frame).',
+    description:
+      'A gRPC or gRPC-web response from the origin could not be translated (bad framing, bad trailer frame).',
   },
 } as const satisfies Record<string, CodeInfo>;
 

@@ -44,13 +44,16 @@ type Trailers = Record<string, string | string[] | undefined>;
 /** A phase step: done (undefined) when every hook it ran was synchronous, else a promise of it. */
 type Step = void | Promise<void>;
 
-
 /** Wrap anything thrown by a hook as a coded internal error (keeping CairnErrors as they are). */
 export function hookError(error: unknown): CairnError {
   if (isCairnError(error)) return error;
-  return new CairnError('CAIRN_ERR_INTERNAL_HOOK', `a hook failed: ${(error as Error)?.message ?? String(error)}`, {
-    cause: error,
-  });
+  return new CairnError(
+    'CAIRN_ERR_INTERNAL_HOOK',
+    `a hook failed: ${(error as Error)?.message ?? String(error)}`,
+    {
+      cause: error,
+    },
+  );
 }
 
 /** One downstream request on its way through the phases. */
@@ -226,7 +229,12 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     let request = this.#request;
     if (request === null) {
       const req = session.request;
-      const headers = upstreamRequestHeaders(req.headers, session.clientAddress, session.scheme, proxy.forwarding);
+      const headers = upstreamRequestHeaders(
+        req.headers,
+        session.clientAddress,
+        session.scheme,
+        proxy.forwarding,
+      );
       // A body filter may change the length: send it chunked.
       if (plan.requestBodyFilter && this.#hasBody) delete headers['content-length'];
       request = { method: session.method, path: session.path, headers };
@@ -234,7 +242,8 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       this.#cache?.prepareUpstream(request);
     }
     const hostMode = peer.hostHeader;
-    if (hostMode === 'peer') request.headers.host = peer.port === (peer.tls ? 443 : 80) ? peer.hostname : peer.address;
+    if (hostMode === 'peer')
+      request.headers.host = peer.port === (peer.tls ? 443 : 80) ? peer.hostname : peer.address;
     else if (hostMode !== 'keep') request.headers.host = hostMode;
     if (plan.upstreamRequestFilter) {
       const filtered = proxy.upstreamRequestFilter(session, request, this.ctx);
@@ -622,9 +631,13 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
       // The client went away mid-upload (the body stream failed before the response closed):
       // not the origin's failure, and nobody is left to answer.
       session.aborted = true;
-      session.error = new CairnError('CAIRN_ERR_DOWNSTREAM_BODY', 'the client stopped sending the request body', {
-        cause: error,
-      });
+      session.error = new CairnError(
+        'CAIRN_ERR_DOWNSTREAM_BODY',
+        'the client stopped sending the request body',
+        {
+          cause: error,
+        },
+      );
     }
     if (session.aborted) {
       this.#cache?.abandon(cairnError);
@@ -662,7 +675,11 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     // non-idempotent request that may have reached the origin is never repeated.
     const bodyGone = this.#hasBody && session.request.readableDidRead;
     const safe =
-      decided.retry && session.attempts <= proxy.maxRetries && !bodyGone && (!sent || session.idempotent) && !session.aborted;
+      decided.retry &&
+      session.attempts <= proxy.maxRetries &&
+      !bodyGone &&
+      (!sent || session.idempotent) &&
+      !session.aborted;
     if (!safe) {
       // A dead origin: stale content where the policy allows, else the error response.
       if (this.#cache?.serveStaleOnError(decided) === true) return;
@@ -852,7 +869,9 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const session = this.session;
     session.bytesSent += chunk.length;
     const res = session.response;
-    const written = this.#takesBack(owner) ? res.write(chunk, () => owner!.release!(chunk)) : res.write(chunk);
+    const written = this.#takesBack(owner)
+      ? res.write(chunk, () => owner!.release!(chunk))
+      : res.write(chunk);
     if (written) return true;
     res.once('drain', onResponseDrain);
     return false;
@@ -890,7 +909,10 @@ export class HttpTask<Ctx> implements Dispatcher.DispatchHandler, ReuseProbe {
     const res = session.response;
     if (!res.writableFinished) {
       session.aborted = true;
-      const gone = new CairnError('CAIRN_ERR_DOWNSTREAM_CLOSED', 'client closed the connection before the response ended');
+      const gone = new CairnError(
+        'CAIRN_ERR_DOWNSTREAM_CLOSED',
+        'client closed the connection before the response ended',
+      );
       session.error ??= gone;
       this.#local?.cancel();
       this.#local = null;

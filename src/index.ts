@@ -18,7 +18,14 @@ export type { HostHeaderMode, HttpPeerOptions, PeerTlsOptions } from './peer.ts'
 export { CairnError, ERROR_CODES, isCairnError } from './errors.ts';
 export type { CairnErrorOptions, ErrorCode, ErrorSource, Retryable } from './errors.ts';
 export { serve, parseAddress, DEFAULT_LIMITS } from './server.ts';
-export type { CairnServer, CairnService, ListenAddress, ServeOptions, ServerLimits, ServiceRuntime } from './server.ts';
+export type {
+  CairnServer,
+  CairnService,
+  ListenAddress,
+  ServeOptions,
+  ServerLimits,
+  ServiceRuntime,
+} from './server.ts';
 export { AdminServer } from './admin.ts';
 export type { AdminHandler, AdminRouteOptions } from './admin.ts';
 export { CairnMetrics } from './metrics.ts';

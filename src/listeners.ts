@@ -262,7 +262,8 @@ export class MixedListener implements Listener {
     } else {
       this.front = createNetServer(
         { allowHalfOpen: true, noDelay: true, highWaterMark: CLIENT_HIGH_WATER_MARK },
-        (socket) => this.#sniff(socket));
+        (socket) => this.#sniff(socket),
+      );
     }
   }
 

@@ -56,9 +56,16 @@ export class CairnMetrics {
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registry = new Registry();
     this.registry = registry;
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cairn_process_' });
+    if (options.defaultMetrics !== false)
+      collectDefaultMetrics({ register: registry, prefix: 'cairn_process_' });
     const registers = [registry];
-    const labelled = (name: string, help: string, label: string, values: readonly string[], counts: Float64Array): void => {
+    const labelled = (
+      name: string,
+      help: string,
+      label: string,
+      values: readonly string[],
+      counts: Float64Array,
+    ): void => {
       new Counter({
         name,
         help,
@@ -70,7 +77,13 @@ export class CairnMetrics {
         },
       });
     };
-    labelled('cairn_requests_total', 'Downstream requests answered, by status class.', 'status_class', STATUS_CLASSES, this.#requests);
+    labelled(
+      'cairn_requests_total',
+      'Downstream requests answered, by status class.',
+      'status_class',
+      STATUS_CLASSES,
+      this.#requests,
+    );
     this.#duration = new LeanHistogram(
       'cairn_request_duration_seconds',
       'Time from request arrival to the end of the response.',
@@ -93,7 +106,12 @@ export class CairnMetrics {
       OUTCOMES,
       this.#upstream,
     );
-    scrapedCounter(registers, 'cairn_upstream_connections_created_total', 'Connections opened to origins.', () => this.#connectionsCreated);
+    scrapedCounter(
+      registers,
+      'cairn_upstream_connections_created_total',
+      'Connections opened to origins.',
+      () => this.#connectionsCreated,
+    );
     scrapedCounter(
       registers,
       'cairn_upstream_connections_reused_total',
@@ -107,7 +125,12 @@ export class CairnMetrics {
       REJECTIONS,
       this.#rejected,
     );
-    scrapedCounter(registers, 'cairn_upstream_retries_total', 'Origin attempts that were retries of a failed attempt.', () => this.#retries);
+    scrapedCounter(
+      registers,
+      'cairn_upstream_retries_total',
+      'Origin attempts that were retries of a failed attempt.',
+      () => this.#retries,
+    );
   }
 
   /**
@@ -133,7 +156,11 @@ export class CairnMetrics {
         }
       },
     });
-    const perTier = (name: string, help: string, pick: (s: { bytes: number; objects: number; evictions: number }) => number): void => {
+    const perTier = (
+      name: string,
+      help: string,
+      pick: (s: { bytes: number; objects: number; evictions: number }) => number,
+    ): void => {
       new Gauge({
         name,
         help,
@@ -147,15 +174,27 @@ export class CairnMetrics {
     };
     perTier('cairn_cache_bytes', 'Bytes stored, per cache tier.', (t) => t.bytes);
     perTier('cairn_cache_objects', 'Objects stored, per cache tier.', (t) => t.objects);
-    perTier('cairn_cache_evictions', 'Objects evicted to stay under the byte limit, per tier, since start.', (t) => t.evictions);
+    perTier(
+      'cairn_cache_evictions',
+      'Objects evicted to stay under the byte limit, per tier, since start.',
+      (t) => t.evictions,
+    );
     const lockCounter = (name: string, help: string, pick: (c: HttpCache) => number): void =>
       scrapedCounter(registers, name, help, () => {
         let sum = 0;
         for (const c of caches) sum += pick(c);
         return sum;
       });
-    lockCounter('cairn_cache_lock_waits_total', 'Requests that waited for another request fetching the same key.', (c) => c.lock?.counters.waits ?? 0);
-    lockCounter('cairn_cache_lock_timeouts_total', 'Lock waits that gave up and fetched on their own.', (c) => c.lock?.counters.timeouts ?? 0);
+    lockCounter(
+      'cairn_cache_lock_waits_total',
+      'Requests that waited for another request fetching the same key.',
+      (c) => c.lock?.counters.waits ?? 0,
+    );
+    lockCounter(
+      'cairn_cache_lock_timeouts_total',
+      'Lock waits that gave up and fetched on their own.',
+      (c) => c.lock?.counters.timeouts ?? 0,
+    );
   }
 
   readonly #caches: HttpCache[] = [];
@@ -211,11 +250,18 @@ export class CairnMetrics {
     const registers = [this.registry];
     const labelNames = ['upstream', 'backend'];
     type Row = UpstreamSnapshot['backends'][number];
-    const family = (kind: 'gauge' | 'counter', name: string, help: string, pick: (b: Row) => number, aggregator: 'sum' | 'min' | 'max' = 'sum'): void => {
+    const family = (
+      kind: 'gauge' | 'counter',
+      name: string,
+      help: string,
+      pick: (b: Row) => number,
+      aggregator: 'sum' | 'min' | 'max' = 'sum',
+    ): void => {
       const collect = function (this: Gauge | Counter): void {
         this.reset();
         for (const source of sources) {
-          for (const group of source()) for (const b of group.backends) this.labels(group.name, b.id).inc(pick(b));
+          for (const group of source())
+            for (const b of group.backends) this.labels(group.name, b.id).inc(pick(b));
         }
       };
       if (kind === 'gauge') new Gauge({ name, help, labelNames, registers, aggregator, collect });
@@ -223,15 +269,59 @@ export class CairnMetrics {
     };
     // With --workers, each worker keeps its own view; `up`/`healthy` aggregate as the minimum (up
     // only if every worker would select it), the rest as sums.
-    family('gauge', 'cairn_upstream_backend_up', 'Whether the backend would be selected now (healthy, not ejected, breaker closed, not draining).', (b) => (b.up ? 1 : 0), 'min');
-    family('gauge', 'cairn_upstream_backend_healthy', 'Last active health-check verdict (1 healthy).', (b) => (b.healthy ? 1 : 0), 'min');
-    family('gauge', 'cairn_upstream_backend_draining', 'Whether the backend is draining (no new requests, leaving when idle).', (b) => (b.state === 'draining' ? 1 : 0), 'max');
-    family('gauge', 'cairn_upstream_backend_breaker_state', 'Circuit breaker: 0 closed, 1 half-open, 2 open.', (b) => (b.breaker === 'closed' ? 0 : b.breaker === 'half-open' ? 1 : 2), 'max');
+    family(
+      'gauge',
+      'cairn_upstream_backend_up',
+      'Whether the backend would be selected now (healthy, not ejected, breaker closed, not draining).',
+      (b) => (b.up ? 1 : 0),
+      'min',
+    );
+    family(
+      'gauge',
+      'cairn_upstream_backend_healthy',
+      'Last active health-check verdict (1 healthy).',
+      (b) => (b.healthy ? 1 : 0),
+      'min',
+    );
+    family(
+      'gauge',
+      'cairn_upstream_backend_draining',
+      'Whether the backend is draining (no new requests, leaving when idle).',
+      (b) => (b.state === 'draining' ? 1 : 0),
+      'max',
+    );
+    family(
+      'gauge',
+      'cairn_upstream_backend_breaker_state',
+      'Circuit breaker: 0 closed, 1 half-open, 2 open.',
+      (b) => (b.breaker === 'closed' ? 0 : b.breaker === 'half-open' ? 1 : 2),
+      'max',
+    );
     family('gauge', 'cairn_upstream_backend_weight', 'Configured weight.', (b) => b.weight, 'max');
-    family('gauge', 'cairn_upstream_backend_in_flight', 'Requests in flight on the backend.', (b) => b.inFlight);
-    family('counter', 'cairn_upstream_backend_selections_total', 'Times the load balancer picked the backend.', (b) => b.selections);
-    family('counter', 'cairn_upstream_backend_ejections_total', 'Times passive health ejected the backend.', (b) => b.ejections);
-    family('counter', 'cairn_upstream_backend_failures_total', 'Requests on the backend that ended as failures (connect errors, resets, failure statuses).', (b) => b.failures);
+    family(
+      'gauge',
+      'cairn_upstream_backend_in_flight',
+      'Requests in flight on the backend.',
+      (b) => b.inFlight,
+    );
+    family(
+      'counter',
+      'cairn_upstream_backend_selections_total',
+      'Times the load balancer picked the backend.',
+      (b) => b.selections,
+    );
+    family(
+      'counter',
+      'cairn_upstream_backend_ejections_total',
+      'Times passive health ejected the backend.',
+      (b) => b.ejections,
+    );
+    family(
+      'counter',
+      'cairn_upstream_backend_failures_total',
+      'Requests on the backend that ended as failures (connect errors, resets, failure statuses).',
+      (b) => b.failures,
+    );
   }
 
   /**
@@ -245,10 +335,21 @@ export class CairnMetrics {
    * metrics.addPeerPools(() => engine.pools.stats(), 100);
    * ```
    */
-  addPeerPools(source: () => Iterable<{ readonly address: string; readonly connectionsCreated: number; readonly requestsReused: number }>, maxPeers = 100): void {
+  addPeerPools(
+    source: () => Iterable<{
+      readonly address: string;
+      readonly connectionsCreated: number;
+      readonly requestsReused: number;
+    }>,
+    maxPeers = 100,
+  ): void {
     const registers = [this.registry];
     const labelNames = ['peer'];
-    const family = (name: string, help: string, pick: (p: { connectionsCreated: number; requestsReused: number }) => number): void => {
+    const family = (
+      name: string,
+      help: string,
+      pick: (p: { connectionsCreated: number; requestsReused: number }) => number,
+    ): void => {
       new Counter({
         name,
         help,
@@ -265,8 +366,16 @@ export class CairnMetrics {
         },
       });
     };
-    family('cairn_upstream_peer_connections_created_total', 'Connections (HTTP/2: sessions) opened to each origin peer.', (p) => p.connectionsCreated);
-    family('cairn_upstream_peer_connections_reused_total', 'Requests sent to each origin peer over a connection that had carried an earlier request.', (p) => p.requestsReused);
+    family(
+      'cairn_upstream_peer_connections_created_total',
+      'Connections (HTTP/2: sessions) opened to each origin peer.',
+      (p) => p.connectionsCreated,
+    );
+    family(
+      'cairn_upstream_peer_connections_reused_total',
+      'Requests sent to each origin peer over a connection that had carried an earlier request.',
+      (p) => p.requestsReused,
+    );
   }
 }
 
@@ -308,7 +417,13 @@ class LeanHistogram {
     this.#count = 0;
   }
 
-  get(): { name: string; help: string; type: 'histogram'; values: MetricValueWithName<string>[]; aggregator: 'sum' } {
+  get(): {
+    name: string;
+    help: string;
+    type: 'histogram';
+    values: MetricValueWithName<string>[];
+    aggregator: 'sum';
+  } {
     const bucket = `${this.name}_bucket`;
     const values: MetricValueWithName<string>[] = [];
     let cumulative = 0;

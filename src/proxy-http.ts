@@ -124,7 +124,12 @@ export class ProxyHttp<Ctx = Record<string, never>> {
    * it. Overriding this makes Cairn send the body chunked (its length may change). May be async.
    * Default: the body streams through untouched.
    */
-  requestBodyFilter(_session: Session, _chunk: Buffer | null, _end: boolean, _ctx: Ctx): MaybePromise<BodyFilterResult> {
+  requestBodyFilter(
+    _session: Session,
+    _chunk: Buffer | null,
+    _end: boolean,
+    _ctx: Ctx,
+  ): MaybePromise<BodyFilterResult> {
     return undefined;
   }
 
@@ -160,7 +165,12 @@ export class ProxyHttp<Ctx = Record<string, never>> {
    * `CDN-Cache-Control`); return it, or another one (e.g. `{ storable: false, reason: 'status' }`).
    * Must be synchronous. Default: `verdict`.
    */
-  responseCacheFilter(_session: Session, _response: ResponseHead, verdict: ResponseVerdict, _ctx: Ctx): ResponseVerdict {
+  responseCacheFilter(
+    _session: Session,
+    _response: ResponseHead,
+    verdict: ResponseVerdict,
+    _ctx: Ctx,
+  ): ResponseVerdict {
     return verdict;
   }
 
@@ -168,7 +178,12 @@ export class ProxyHttp<Ctx = Record<string, never>> {
    * Normalise a request header named by `Vary` before it selects a variant (e.g. reduce
    * `Accept-Encoding` to the one coding you serve). Must be synchronous. Default: the value as sent.
    */
-  cacheVaryFilter(_session: Session, _name: string, value: string | undefined, _ctx: Ctx): string | undefined {
+  cacheVaryFilter(
+    _session: Session,
+    _name: string,
+    value: string | undefined,
+    _ctx: Ctx,
+  ): string | undefined {
     return value;
   }
 
@@ -186,7 +201,10 @@ export class ProxyHttp<Ctx = Record<string, never>> {
    * `response`? Must be synchronous. Default: RFC 9110 §13.2.2 evaluation.
    */
   cacheNotModifiedFilter(session: Session, response: ResponseHead, _ctx: Ctx): boolean {
-    return evaluateConditional(session.method, session.headers, response.status, response.headers) === 'not-modified';
+    return (
+      evaluateConditional(session.method, session.headers, response.status, response.headers) ===
+      'not-modified'
+    );
   }
 
   /**
@@ -271,7 +289,12 @@ export class ProxyHttp<Ctx = Record<string, never>> {
    * See or change each body chunk the client gets. May be async. Default: unchanged.
    * A filter that changes the body length should delete `content-length` in `responseFilter`.
    */
-  responseBodyFilter(_session: Session, _chunk: Buffer | null, _end: boolean, _ctx: Ctx): MaybePromise<BodyFilterResult> {
+  responseBodyFilter(
+    _session: Session,
+    _chunk: Buffer | null,
+    _end: boolean,
+    _ctx: Ctx,
+  ): MaybePromise<BodyFilterResult> {
     return undefined;
   }
 
@@ -292,7 +315,13 @@ export class ProxyHttp<Ctx = Record<string, never>> {
    * Must be synchronous. Default: retry once when a re-used connection was closed by the origin
    * before any response byte came back (a keep-alive race), for idempotent methods.
    */
-  errorWhileProxy(_peer: HttpPeer, session: Session, error: CairnError, _ctx: Ctx, reused: boolean): CairnError {
+  errorWhileProxy(
+    _peer: HttpPeer,
+    session: Session,
+    error: CairnError,
+    _ctx: Ctx,
+    reused: boolean,
+  ): CairnError {
     if (reused && error.retryable === 'if-reused' && session.attempts === 1) error.retry = true;
     return error;
   }
@@ -312,7 +341,11 @@ export class ProxyHttp<Ctx = Record<string, never>> {
       return 0;
     }
     const status = error.status;
-    session.respond(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }, `${status} ${statusText(status)}\n`);
+    session.respond(
+      status,
+      { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' },
+      `${status} ${statusText(status)}\n`,
+    );
     return status;
   }
 

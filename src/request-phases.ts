@@ -9,7 +9,11 @@ import type { Session } from './session.ts';
 export { isThenable };
 
 /** Resolves true when `requestFilter` answered the request itself. */
-export function runRequestFilters<Ctx>(engine: Engine<Ctx>, session: Session, ctx: Ctx): boolean | Promise<boolean> {
+export function runRequestFilters<Ctx>(
+  engine: Engine<Ctx>,
+  session: Session,
+  ctx: Ctx,
+): boolean | Promise<boolean> {
   if (engine.plan.earlyRequestFilter) {
     const r = engine.proxy.earlyRequestFilter(session, ctx);
     if (isThenable(r)) return r.then(() => requestFilter(engine, session, ctx));

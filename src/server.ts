@@ -535,7 +535,8 @@ async function servePrimary(count: number, options: ServeOptions): Promise<Cairn
   // reach the others too.
   relayPurgesAsPrimary();
   // Made before the workers fork: each tells it where its private admin socket is as it starts.
-  const adminRelay = options.admin !== undefined && options.admin !== false ? new WorkerAdminRelay() : undefined;
+  const adminRelay =
+    options.admin !== undefined && options.admin !== false ? new WorkerAdminRelay() : undefined;
   let bound: ListenAddress | undefined;
   const fork = (): Worker => {
     const worker = cluster.fork({ [CLUSTER_WORKER_ENV]: '1' });

@@ -123,7 +123,9 @@ export class Session {
     if (this.#id === undefined) {
       const given = this.#givenId;
       this.#id =
-        typeof given === 'string' && VALID_REQUEST_ID.test(given) ? given : `${ID_PREFIX}-${(++idCounter).toString(36)}`;
+        typeof given === 'string' && VALID_REQUEST_ID.test(given)
+          ? given
+          : `${ID_PREFIX}-${(++idCounter).toString(36)}`;
     }
     return this.#id;
   }
@@ -146,7 +148,8 @@ export class Session {
     if (res.headersSent || this.aborted) return;
     const bytes = typeof body === 'string' ? Buffer.from(body) : body;
     headers['content-length'] = bytes.length;
-    if (this.cacheStatus !== undefined && headers['cache-status'] === undefined) headers['cache-status'] = this.cacheStatus;
+    if (this.cacheStatus !== undefined && headers['cache-status'] === undefined)
+      headers['cache-status'] = this.cacheStatus;
     res.writeHead(status, headers);
     this.status = status;
     if (this.method === 'HEAD' || status === 204 || status === 304) {

@@ -118,7 +118,15 @@ export const TARGETS: readonly TargetDef[] = [
       withAdmin(
         'cairn',
         here('../src/cli.ts'),
-        ['--listen', `127.0.0.1:${ctx.port}`, '--origin', ctx.originUrl, '--log-level', 'silent', '--no-cache'],
+        [
+          '--listen',
+          `127.0.0.1:${ctx.port}`,
+          '--origin',
+          ctx.originUrl,
+          '--log-level',
+          'silent',
+          '--no-cache',
+        ],
         ctx,
       ),
   },

@@ -9,10 +9,20 @@
  */
 import { parseArgs } from 'node:util';
 import { HttpPeer, ProxyHttp, serve } from '../../src/index.ts';
-import type { BodyFilterResult, CairnError, HeaderMap, MaybePromise, ResponseHead, Session, UpstreamRequest } from '../../src/index.ts';
+import type {
+  BodyFilterResult,
+  CairnError,
+  HeaderMap,
+  MaybePromise,
+  ResponseHead,
+  Session,
+  UpstreamRequest,
+} from '../../src/index.ts';
 import { GrpcToGrpcWeb, GrpcWebToGrpc } from '../../hooks/index.ts';
 
-const { values } = parseArgs({ options: { mode: { type: 'string', default: 'native' }, origin: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { mode: { type: 'string', default: 'native' }, origin: { type: 'string' } },
+});
 if (values.origin === undefined) throw new Error('--origin is required');
 const mode = values.mode;
 
@@ -68,6 +78,7 @@ class GrpcToWeb extends ProxyHttp {
   }
 }
 
-const proxy = mode === 'web-to-grpc' ? new WebToGrpc() : mode === 'grpc-to-web' ? new GrpcToWeb() : new Native();
+const proxy =
+  mode === 'web-to-grpc' ? new WebToGrpc() : mode === 'grpc-to-web' ? new GrpcToWeb() : new Native();
 const server = await serve(proxy, { listen: '127.0.0.1:0', h2c: true, logLevel: 'silent', signals: true });
 process.stdout.write(`READY ${server.address.port}\n`);

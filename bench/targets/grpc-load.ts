@@ -47,7 +47,8 @@ async function worker(): Promise<void> {
 await Promise.all(Array.from({ length: Number(values.concurrency) }, () => worker()));
 client.close();
 latencies.sort((a, b) => a - b);
-const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+const at = (q: number): number =>
+  latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
 const seconds = Number(values.duration);
 process.stdout.write(
   `RESULT ${JSON.stringify({ calls, errors, seconds, callsPerSec: calls / seconds, p50Ms: at(0.5), p99Ms: at(0.99) })}\n`,

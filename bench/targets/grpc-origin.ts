@@ -8,7 +8,8 @@ import { parseArgs } from 'node:util';
 import { startConnectGrpcWebServer, startGrpcJsServer } from '../../test/interop/fixtures/index.ts';
 
 const { values } = parseArgs({ options: { stack: { type: 'string', default: 'grpc-js' } } });
-const server = values.stack === 'connect-grpc-web' ? await startConnectGrpcWebServer() : await startGrpcJsServer();
+const server =
+  values.stack === 'connect-grpc-web' ? await startConnectGrpcWebServer() : await startGrpcJsServer();
 // The fixtures record every call for tests; a benchmark must not grow a list for minutes.
 server.events.removeAllListeners();
 const calls = server.calls as unknown[];

@@ -47,7 +47,10 @@ export interface Backend {
 export function createBackend(config: BackendConfig): Backend {
   const weight = config.weight ?? 1;
   if (!Number.isInteger(weight) || weight < 1) {
-    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `backend ${String(config.address)}: weight must be a positive integer, got ${weight}`);
+    throw new CairnError(
+      'CAIRN_ERR_CONFIG_INVALID',
+      `backend ${String(config.address)}: weight must be a positive integer, got ${weight}`,
+    );
   }
   const raw = config.address;
   let host: string;
@@ -60,7 +63,9 @@ export function createBackend(config: BackendConfig): Backend {
     try {
       url = raw instanceof URL ? raw : new URL(raw);
     } catch (error) {
-      throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `backend ${String(raw)}: not a valid URL`, { cause: error });
+      throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `backend ${String(raw)}: not a valid URL`, {
+        cause: error,
+      });
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `backend ${url.href}: scheme must be http or https`);
@@ -73,7 +78,10 @@ export function createBackend(config: BackendConfig): Backend {
   } else {
     const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+))(?::(\d{1,5}))?$/.exec(raw);
     if (m === null) {
-      throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `backend "${raw}": expected host:port, [v6]:port or an http(s) URL`);
+      throw new CairnError(
+        'CAIRN_ERR_CONFIG_INVALID',
+        `backend "${raw}": expected host:port, [v6]:port or an http(s) URL`,
+      );
     }
     host = (m[1] ?? m[2])!;
     port = m[3] === undefined ? 80 : Number(m[3]);
@@ -95,7 +103,10 @@ export function createBackend(config: BackendConfig): Backend {
  */
 export function withWeight(backend: Backend, weight: number): Backend {
   if (!Number.isInteger(weight) || weight < 1) {
-    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `backend ${backend.id}: weight must be a positive integer, got ${weight}`);
+    throw new CairnError(
+      'CAIRN_ERR_CONFIG_INVALID',
+      `backend ${backend.id}: weight must be a positive integer, got ${weight}`,
+    );
   }
   return Object.freeze({ ...backend, weight });
 }

@@ -108,6 +108,8 @@ export function crc32Final(crc: number): number {
  */
 export function crc32(key: string | Uint8Array): number {
   return crc32Final(
-    typeof key === 'string' ? crc32String(CRC32_INIT, key, 0, key.length) : crc32Bytes(CRC32_INIT, key, 0, key.length),
+    typeof key === 'string'
+      ? crc32String(CRC32_INIT, key, 0, key.length)
+      : crc32Bytes(CRC32_INIT, key, 0, key.length),
   );
 }

@@ -147,7 +147,10 @@ export class HealthChecker extends EventEmitter<HealthCheckEvents> {
     if (options.check.type === 'http' && options.check.expectStatus !== undefined) {
       const [lo, hi] = options.check.expectStatus;
       if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 100 && lo <= hi && hi <= 599)) {
-        throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `health check expectStatus: [${lo}, ${hi}] is not a status range`);
+        throw new CairnError(
+          'CAIRN_ERR_CONFIG_INVALID',
+          `health check expectStatus: [${lo}, ${hi}] is not a status range`,
+        );
       }
     }
   }
@@ -274,7 +277,12 @@ export class HealthChecker extends EventEmitter<HealthCheckEvents> {
   }
 }
 
-function probeHttp(target: HealthTarget, check: HttpCheck, timeoutMs: number, signal: AbortSignal | undefined): Promise<CheckResult> {
+function probeHttp(
+  target: HealthTarget,
+  check: HttpCheck,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<CheckResult> {
   const started = performance.now();
   const [lo, hi] = check.expectStatus ?? [200, 399];
   const https = target.protocol === 'https:';
@@ -288,7 +296,9 @@ function probeHttp(target: HealthTarget, check: HttpCheck, timeoutMs: number, si
       // A fresh connection per probe: a pooled keep-alive socket could outlive a dead listener.
       agent: false as const,
       headers: {
-        host: check.host ?? (target.host.includes(':') ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`),
+        host:
+          check.host ??
+          (target.host.includes(':') ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`),
         'user-agent': 'cairn-health-check',
         connection: 'close',
       },
@@ -311,12 +321,16 @@ function probeHttp(target: HealthTarget, check: HttpCheck, timeoutMs: number, si
         target,
         ok,
         status,
-        error: error ?? (ok ? undefined : new Error(`health check: status ${String(status)} outside ${lo}-${hi}`)),
+        error:
+          error ?? (ok ? undefined : new Error(`health check: status ${String(status)} outside ${lo}-${hi}`)),
         durationMs: performance.now() - started,
       });
     };
     const onAbort = (): void => finish(undefined, new Error('health check aborted'));
-    const timer = setTimeout(() => finish(undefined, new Error(`health check timed out after ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(undefined, new Error(`health check timed out after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     timer.unref();
     req.on('error', (error) => finish(undefined, error));
     if (signal?.aborted) {
@@ -328,7 +342,11 @@ function probeHttp(target: HealthTarget, check: HttpCheck, timeoutMs: number, si
   });
 }
 
-function probeTcp(target: HealthTarget, timeoutMs: number, signal: AbortSignal | undefined): Promise<CheckResult> {
+function probeTcp(
+  target: HealthTarget,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<CheckResult> {
   const started = performance.now();
   return new Promise<CheckResult>((resolve) => {
     let settled = false;
@@ -339,10 +357,19 @@ function probeTcp(target: HealthTarget, timeoutMs: number, signal: AbortSignal |
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       socket.destroy();
-      resolve({ target, ok: error === undefined, status: undefined, error, durationMs: performance.now() - started });
+      resolve({
+        target,
+        ok: error === undefined,
+        status: undefined,
+        error,
+        durationMs: performance.now() - started,
+      });
     };
     const onAbort = (): void => finish(new Error('health check aborted'));
-    const timer = setTimeout(() => finish(new Error(`health check timed out after ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new Error(`health check timed out after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     timer.unref();
     if (signal?.aborted) {
       onAbort();
@@ -356,14 +383,20 @@ function probeTcp(target: HealthTarget, timeoutMs: number, signal: AbortSignal |
 
 function positive(name: string, value: number): number {
   if (!(value > 0) || !Number.isFinite(value)) {
-    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `health check ${name}: must be a positive number, got ${value}`);
+    throw new CairnError(
+      'CAIRN_ERR_CONFIG_INVALID',
+      `health check ${name}: must be a positive number, got ${value}`,
+    );
   }
   return value;
 }
 
 function positiveInt(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) {
-    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `health check ${name}: must be a positive integer, got ${value}`);
+    throw new CairnError(
+      'CAIRN_ERR_CONFIG_INVALID',
+      `health check ${name}: must be a positive integer, got ${value}`,
+    );
   }
   return value;
 }

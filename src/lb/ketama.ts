@@ -72,7 +72,10 @@ export class Ketama {
     for (const s of servers) {
       const weight = s.weight ?? 1;
       if (!Number.isInteger(weight) || weight < 1) {
-        throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `Ketama: weight of "${s.server}" must be a positive integer, got ${weight}`);
+        throw new CairnError(
+          'CAIRN_ERR_CONFIG_INVALID',
+          `Ketama: weight of "${s.server}" must be a positive integer, got ${weight}`,
+        );
       }
       names.push(s.server);
       total += weight;

@@ -21,7 +21,10 @@ export interface ResolvedAddress {
 }
 
 /** Resolves a hostname to all its addresses. */
-export type LookupAll = (hostname: string, options: { all: true; family: 0 | 4 | 6 }) => Promise<readonly ResolvedAddress[]>;
+export type LookupAll = (
+  hostname: string,
+  options: { all: true; family: 0 | 4 | 6 },
+) => Promise<readonly ResolvedAddress[]>;
 
 /** What the watcher adds to and drains from (`Upstream` implements it). */
 export interface ResolvedBackendTarget {
@@ -82,10 +85,14 @@ export class HostnameWatcher extends EventEmitter<HostnameWatchEvents> {
   constructor(target: ResolvedBackendTarget, options: HostnameWatchOptions) {
     super();
     if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) {
-      throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `hostname watch ${options.hostname}: port must be 1-65535`);
+      throw new CairnError(
+        'CAIRN_ERR_CONFIG_INVALID',
+        `hostname watch ${options.hostname}: port must be 1-65535`,
+      );
     }
     const interval = options.intervalMs ?? 30_000;
-    if (!(interval > 0)) throw new CairnError('CAIRN_ERR_CONFIG_INVALID', 'hostname watch intervalMs: must be > 0');
+    if (!(interval > 0))
+      throw new CairnError('CAIRN_ERR_CONFIG_INVALID', 'hostname watch intervalMs: must be > 0');
     this.#target = target;
     this.#hostname = options.hostname;
     this.#port = options.port;
@@ -159,12 +166,17 @@ export class HostnameWatcher extends EventEmitter<HostnameWatchEvents> {
     } catch (cause) {
       this.emit(
         'lookupFailed',
-        new CairnError('CAIRN_ERR_UPSTREAM_CONNECT', `resolving ${this.#hostname} failed; keeping ${this.#ids.size} known address(es)`, { cause }),
+        new CairnError(
+          'CAIRN_ERR_UPSTREAM_CONNECT',
+          `resolving ${this.#hostname} failed; keeping ${this.#ids.size} known address(es)`,
+          { cause },
+        ),
       );
       return;
     }
     const next = new Set<string>();
-    for (const { address } of answer) next.add(isIP(address) === 6 ? `[${address}]:${this.#port}` : `${address}:${this.#port}`);
+    for (const { address } of answer)
+      next.add(isIP(address) === 6 ? `[${address}]:${this.#port}` : `${address}:${this.#port}`);
     const added: string[] = [];
     const removed: string[] = [];
     for (const id of next) {

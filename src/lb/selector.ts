@@ -49,7 +49,8 @@ export interface Selector {
 }
 
 /** The algorithms `createSelector` knows. */
-export type Algorithm = 'round-robin' | 'weighted-round-robin' | 'least-connections' | 'power-of-two' | 'random' | 'ketama';
+export type Algorithm =
+  'round-robin' | 'weighted-round-robin' | 'least-connections' | 'power-of-two' | 'random' | 'ketama';
 
 /** Every algorithm name, for validation and for tests that run against each one. */
 export const ALGORITHMS: readonly Algorithm[] = Object.freeze([
@@ -372,7 +373,10 @@ export class KetamaSelector extends BaseSelector implements Selector {
 
   constructor(backends: readonly Backend[], status: BackendStatus) {
     super(backends, status);
-    this.ring = this.backends.length === 0 ? undefined : new Ketama(this.backends.map((b) => ({ server: b.id, weight: b.weight })));
+    this.ring =
+      this.backends.length === 0
+        ? undefined
+        : new Ketama(this.backends.map((b) => ({ server: b.id, weight: b.weight })));
   }
 
   select(key?: string | Uint8Array, ctx?: SelectContext): Backend | undefined {

@@ -18,7 +18,14 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { CairnError } from '../errors.ts';
 import { createBackend, withWeight, type Backend, type BackendConfig } from './backend.ts';
-import { ALGORITHMS, createSelector, type Algorithm, type BackendStatus, type SelectContext, type Selector } from './selector.ts';
+import {
+  ALGORITHMS,
+  createSelector,
+  type Algorithm,
+  type BackendStatus,
+  type SelectContext,
+  type Selector,
+} from './selector.ts';
 
 /** How a request on a backend ended. `cancelled` (e.g. the client went away) counts for neither health nor breaker. */
 export type Outcome = 'success' | 'failure' | 'cancelled';
@@ -162,8 +169,10 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
     this.name = options.name;
     this.#algorithm = checkAlgorithm(options.algorithm ?? 'round-robin');
     this.#hashKey = options.hashKey;
-    this.#passive = options.passive === false ? undefined : checkPassive({ ...PASSIVE_DEFAULTS, ...options.passive });
-    this.#breaker = options.breaker === false ? undefined : checkBreaker({ ...BREAKER_DEFAULTS, ...options.breaker });
+    this.#passive =
+      options.passive === false ? undefined : checkPassive({ ...PASSIVE_DEFAULTS, ...options.passive });
+    this.#breaker =
+      options.breaker === false ? undefined : checkBreaker({ ...BREAKER_DEFAULTS, ...options.breaker });
     this.#now = options.now ?? performance.now.bind(performance);
     this.#random = options.random;
     for (const config of options.backends ?? []) this.#insert(createBackend(config));
@@ -425,7 +434,10 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
 
   #insert(backend: Backend): void {
     if (this.#records.has(backend.id)) {
-      throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `upstream "${this.name}": duplicate backend id "${backend.id}"`);
+      throw new CairnError(
+        'CAIRN_ERR_CONFIG_INVALID',
+        `upstream "${this.name}": duplicate backend id "${backend.id}"`,
+      );
     }
     this.#records.set(backend.id, new BackendRecord(backend, this.#breaker));
   }
@@ -466,14 +478,25 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
     const passive = this.#passive;
     // As in nginx, the count is not reset by the cool-down: after it, one more failure ejects again;
     // only a success clears it.
-    if (passive !== undefined && passive.maxFails > 0 && r.consecutiveFailures >= passive.maxFails && now >= r.ejectedUntil) {
+    if (
+      passive !== undefined &&
+      passive.maxFails > 0 &&
+      r.consecutiveFailures >= passive.maxFails &&
+      now >= r.ejectedUntil
+    ) {
       r.ejections++;
       r.ejectedUntil = now + passive.ejectMs;
       this.emit('ejected', r.backend, r.ejectedUntil);
     }
   }
 
-  #breakerRecord(r: BackendRecord, opts: CircuitBreakerOptions, failed: boolean, latencyMs: number | undefined, now: number): void {
+  #breakerRecord(
+    r: BackendRecord,
+    opts: CircuitBreakerOptions,
+    failed: boolean,
+    latencyMs: number | undefined,
+    now: number,
+  ): void {
     const slow = opts.slowMs !== undefined && latencyMs !== undefined && latencyMs >= opts.slowMs;
     if (r.breaker === 'half-open') {
       if (r.probes > 0) r.probes--;
@@ -490,7 +513,10 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
     const w = r.window!;
     w.record(now, failed, slow);
     if (w.total < opts.minRequests) return;
-    if (w.failures >= w.total * opts.errorRatio || (opts.slowMs !== undefined && w.slow >= w.total * opts.slowRatio)) {
+    if (
+      w.failures >= w.total * opts.errorRatio ||
+      (opts.slowMs !== undefined && w.slow >= w.total * opts.slowRatio)
+    ) {
       r.openUntil = now + opts.openMs;
       this.#setBreaker(r, 'open');
     }
@@ -501,7 +527,6 @@ export class Upstream<R = never> extends EventEmitter<UpstreamEvents> {
     if (state !== 'half-open') r.probes = 0;
     this.emit('breaker', r.backend, state);
   }
-
 }
 
 /** The live state of one backend. */
@@ -604,7 +629,11 @@ class GenerationStatus implements BackendStatus {
    */
   readonly #lone: boolean;
 
-  constructor(records: readonly BackendRecord[], slowUsable: (record: BackendRecord) => boolean, lone: boolean) {
+  constructor(
+    records: readonly BackendRecord[],
+    slowUsable: (record: BackendRecord) => boolean,
+    lone: boolean,
+  ) {
     this.#records = records;
     this.#slowUsable = slowUsable;
     this.#lone = lone;
@@ -624,7 +653,10 @@ class GenerationStatus implements BackendStatus {
 
 function checkAlgorithm(algorithm: Algorithm): Algorithm {
   if (!ALGORITHMS.includes(algorithm)) {
-    throw new CairnError('CAIRN_ERR_CONFIG_INVALID', `unknown load-balancing algorithm "${String(algorithm)}"; one of ${ALGORITHMS.join(', ')}`);
+    throw new CairnError(
+      'CAIRN_ERR_CONFIG_INVALID',
+      `unknown load-balancing algorithm "${String(algorithm)}"; one of ${ALGORITHMS.join(', ')}`,
+    );
   }
   return algorithm;
 }
@@ -646,6 +678,7 @@ function checkBreaker(o: CircuitBreakerOptions): CircuitBreakerOptions {
   if (!(o.errorRatio > 0 && o.errorRatio <= 1)) bad('errorRatio', 'must be in (0, 1]');
   if (!(o.slowRatio > 0 && o.slowRatio <= 1)) bad('slowRatio', 'must be in (0, 1]');
   if (!(o.openMs >= 0)) bad('openMs', 'must be >= 0');
-  if (!Number.isInteger(o.halfOpenProbes) || o.halfOpenProbes < 1) bad('halfOpenProbes', 'must be a positive integer');
+  if (!Number.isInteger(o.halfOpenProbes) || o.halfOpenProbes < 1)
+    bad('halfOpenProbes', 'must be a positive integer');
   return o;
 }

@@ -119,7 +119,11 @@ async function route(nginx: NginxInstance, keys: readonly string[]): Promise<str
   return out;
 }
 
-function mismatches(keys: readonly string[], got: readonly string[], expect: (key: string) => string | undefined): string[] {
+function mismatches(
+  keys: readonly string[],
+  got: readonly string[],
+  expect: (key: string) => string | undefined,
+): string[] {
   const bad: string[] = [];
   for (let i = 0; i < keys.length; i++) {
     const want = expect(keys[i]!);
@@ -162,7 +166,11 @@ void test('ketama maps keys exactly as nginx `hash $arg_k consistent`', async (t
   nginx = await startNginx({ http: nginxHttp(origins, new Set([downServer])) });
   const second = await route(nginx, keys);
   const bad2 = mismatches(keys, second, (k) => ring.selectWith(k, (s) => s !== downServer));
-  assert.deepEqual(bad2.slice(0, 10), [], `${bad2.length} of ${KEYS} keys differ from nginx with a down server`);
+  assert.deepEqual(
+    bad2.slice(0, 10),
+    [],
+    `${bad2.length} of ${KEYS} keys differ from nginx with a down server`,
+  );
   assert.ok(!second.includes(downServer));
 
   // Phase 3: one server removed from the config: only its keys move.
@@ -180,7 +188,11 @@ void test('ketama maps keys exactly as nginx `hash $arg_k consistent`', async (t
       moved++;
       assert.notEqual(third[i], removed);
     } else {
-      assert.equal(third[i], first[i], `key ${keys[i]!} moved from ${first[i]!} to ${third[i]!} though its server stayed`);
+      assert.equal(
+        third[i],
+        first[i],
+        `key ${keys[i]!} moved from ${first[i]!} to ${third[i]!} though its server stayed`,
+      );
     }
   }
   assert.ok(moved > 0, 'the removed server owned some keys');

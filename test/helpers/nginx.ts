@@ -85,7 +85,8 @@ export function findNginx(): string {
     }
   }
   const candidates: string[] = [];
-  for (const dir of (process.env['PATH'] ?? '').split(delimiter)) if (dir) candidates.push(join(dir, 'nginx'));
+  for (const dir of (process.env['PATH'] ?? '').split(delimiter))
+    if (dir) candidates.push(join(dir, 'nginx'));
   candidates.push('/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx');
   for (const c of candidates) {
     try {
@@ -144,7 +145,12 @@ export async function startNginx(options: StartNginxOptions): Promise<NginxInsta
 
 class PortTakenError extends Error {}
 
-async function launch(binary: string, prefix: string, port: number, options: StartNginxOptions): Promise<NginxInstance> {
+async function launch(
+  binary: string,
+  prefix: string,
+  port: number,
+  options: StartNginxOptions,
+): Promise<NginxInstance> {
   const master = options.masterProcess ?? false;
   for (const dir of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) await mkdir(join(prefix, dir));
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -173,7 +179,9 @@ async function launch(binary: string, prefix: string, port: number, options: Sta
   await writeFile(confPath, conf);
 
   // -e: the compiled-in error log path may not be writable before the config is read.
-  const child = spawn(binary, ['-p', prefix, '-c', confPath, '-e', 'stderr'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(binary, ['-p', prefix, '-c', confPath, '-e', 'stderr'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
@@ -194,7 +202,9 @@ async function launch(binary: string, prefix: string, port: number, options: Sta
     if (state === 'up' && existsSync(join(prefix, 'nginx.pid'))) break;
     if (state === 'exited' || state === 'error') {
       if (/Address already in use/.test(stderr)) throw new PortTakenError(stderr);
-      throw new Error(`nginx exited during startup (code ${String(child.exitCode)}):\n${stderr}\n--- config ---\n${conf}`);
+      throw new Error(
+        `nginx exited during startup (code ${String(child.exitCode)}):\n${stderr}\n--- config ---\n${conf}`,
+      );
     }
     if (Date.now() > deadline) {
       await kill(child, exited);

@@ -68,36 +68,45 @@ test('Cache-Status is on every response: miss, hit, bypass, uncacheable, origin 
   assert.equal(entry(stillHit).hit, true);
 });
 
-test('a hit carries the stored fields plus Age, Via and Cache-Status; Via off leaves it out', LIMIT, async (t) => {
-  const origin = await startOrigin(t, (_req, res) => {
-    send(res, 200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain', 'x-origin': 'o' }, 'stored body');
-  });
-  const withVia = await startCdn(t, origin);
-  const withoutVia = await startCdn(t, origin, {
-    make: (options) => new CdnProxy({ ...options, forwarding: { via: false } }),
-  });
-  for (const { cairn } of [withVia, withoutVia]) await get(cairn.url, '/v');
-  const hit = await get(withVia.cairn.url, '/v');
-  assert.match(statusOf(hit), /^Cairn; hit; ttl=\d+$/);
-  assert.equal(hit.headers.via, '1.1 cairn');
-  assert.match(String(hit.headers.age), /^\d+$/);
-  assert.equal(hit.headers['x-origin'], 'o');
-  assert.equal(hit.headers['content-length'], '11');
-  assert.equal(hit.body.toString(), 'stored body');
-  const bare = await get(withoutVia.cairn.url, '/v');
-  assert.match(statusOf(bare), /^Cairn; hit; ttl=\d+$/);
-  assert.equal(bare.headers.via, undefined);
-  assert.match(String(bare.headers.age), /^\d+$/);
-  assert.equal(bare.headers['x-origin'], 'o');
-  assert.equal(bare.body.toString(), 'stored body');
-  // Exactly one of each: a slot the hit did not fill would show up as an empty field.
-  for (const res of [hit, bare]) {
-    const names = res.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
-    assert.equal(names.filter((n) => n === 'age').length, 1);
-    assert.equal(names.filter((n) => n === 'cache-status').length, 1);
-    assert.ok(!res.rawHeaders.includes(''), JSON.stringify(res.rawHeaders));
-  }
-});
+test(
+  'a hit carries the stored fields plus Age, Via and Cache-Status; Via off leaves it out',
+  LIMIT,
+  async (t) => {
+    const origin = await startOrigin(t, (_req, res) => {
+      send(
+        res,
+        200,
+        { 'cache-control': 'max-age=60', 'content-type': 'text/plain', 'x-origin': 'o' },
+        'stored body',
+      );
+    });
+    const withVia = await startCdn(t, origin);
+    const withoutVia = await startCdn(t, origin, {
+      make: (options) => new CdnProxy({ ...options, forwarding: { via: false } }),
+    });
+    for (const { cairn } of [withVia, withoutVia]) await get(cairn.url, '/v');
+    const hit = await get(withVia.cairn.url, '/v');
+    assert.match(statusOf(hit), /^Cairn; hit; ttl=\d+$/);
+    assert.equal(hit.headers.via, '1.1 cairn');
+    assert.match(String(hit.headers.age), /^\d+$/);
+    assert.equal(hit.headers['x-origin'], 'o');
+    assert.equal(hit.headers['content-length'], '11');
+    assert.equal(hit.body.toString(), 'stored body');
+    const bare = await get(withoutVia.cairn.url, '/v');
+    assert.match(statusOf(bare), /^Cairn; hit; ttl=\d+$/);
+    assert.equal(bare.headers.via, undefined);
+    assert.match(String(bare.headers.age), /^\d+$/);
+    assert.equal(bare.headers['x-origin'], 'o');
+    assert.equal(bare.body.toString(), 'stored body');
+    // Exactly one of each: a slot the hit did not fill would show up as an empty field.
+    for (const res of [hit, bare]) {
+      const names = res.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+      assert.equal(names.filter((n) => n === 'age').length, 1);
+      assert.equal(names.filter((n) => n === 'cache-status').length, 1);
+      assert.ok(!res.rawHeaders.includes(''), JSON.stringify(res.rawHeaders));
+    }
+  },
+);
 
 test(
   'the key includes the host: two Hosts are two objects, and X-Forwarded-Host does not poison it',
@@ -531,41 +540,49 @@ test(
   },
 );
 
-test('a hit sends the stored fields with Age, Via and Cache-Status: the same with or without a responseFilter', LIMIT, async (t) => {
-  const origin = await startOrigin(t, (req, res) => {
-    const headers: Record<string, string> = { 'cache-control': 'max-age=60', 'content-type': 'text/plain', 'x-tag': 'a' };
-    if (req.url === '/via') headers.via = '1.0 origin-cache';
-    if (req.url === '/status') headers['cache-status'] = 'Origin; hit';
-    res.writeHead(200, headers);
-    // No Content-Length: the origin's body arrives chunked.
-    res.write('chunked ');
-    res.end('body');
-  });
-  const plain = await startCdn(t, origin);
-  const filtered = await startCdn(t, origin, {
-    make: (o) =>
-      new (class extends CdnProxy {
-        override responseFilter(): void {}
-      })(o),
-  });
-  for (const path of ['/plain', '/via', '/status']) {
-    const seen: Record<string, string | string[] | undefined>[] = [];
-    for (const { cairn } of [plain, filtered]) {
-      await get(cairn.url, path);
-      const hit = await get(cairn.url, path);
-      assert.equal(hit.body.toString(), 'chunked body');
-      assert.match(statusOf(hit), /Cairn; hit; ttl=\d+$/, path);
-      // The stored length is said, though the origin sent the body chunked.
-      assert.equal(hit.headers['content-length'], '12', path);
-      assert.equal(hit.headers['transfer-encoding'], undefined, path);
-      assert.match(String(hit.headers.age), /^\d+$/, path);
-      const { date: _date, age: _age, 'cache-status': cs, ...rest } = hit.headers;
-      seen.push({ ...rest, 'cache-status': typeof cs === 'string' ? cs.replace(/ttl=\d+/, 'ttl') : cs });
+test(
+  'a hit sends the stored fields with Age, Via and Cache-Status: the same with or without a responseFilter',
+  LIMIT,
+  async (t) => {
+    const origin = await startOrigin(t, (req, res) => {
+      const headers: Record<string, string> = {
+        'cache-control': 'max-age=60',
+        'content-type': 'text/plain',
+        'x-tag': 'a',
+      };
+      if (req.url === '/via') headers.via = '1.0 origin-cache';
+      if (req.url === '/status') headers['cache-status'] = 'Origin; hit';
+      res.writeHead(200, headers);
+      // No Content-Length: the origin's body arrives chunked.
+      res.write('chunked ');
+      res.end('body');
+    });
+    const plain = await startCdn(t, origin);
+    const filtered = await startCdn(t, origin, {
+      make: (o) =>
+        new (class extends CdnProxy {
+          override responseFilter(): void {}
+        })(o),
+    });
+    for (const path of ['/plain', '/via', '/status']) {
+      const seen: Record<string, string | string[] | undefined>[] = [];
+      for (const { cairn } of [plain, filtered]) {
+        await get(cairn.url, path);
+        const hit = await get(cairn.url, path);
+        assert.equal(hit.body.toString(), 'chunked body');
+        assert.match(statusOf(hit), /Cairn; hit; ttl=\d+$/, path);
+        // The stored length is said, though the origin sent the body chunked.
+        assert.equal(hit.headers['content-length'], '12', path);
+        assert.equal(hit.headers['transfer-encoding'], undefined, path);
+        assert.match(String(hit.headers.age), /^\d+$/, path);
+        const { date: _date, age: _age, 'cache-status': cs, ...rest } = hit.headers;
+        seen.push({ ...rest, 'cache-status': typeof cs === 'string' ? cs.replace(/ttl=\d+/, 'ttl') : cs });
+      }
+      // The hook-free path and the field-map path agree field for field.
+      assert.deepEqual(seen[0], seen[1], path);
+      if (path === '/via') assert.equal(seen[0]!.via, '1.0 origin-cache, 1.1 cairn');
+      if (path === '/status') assert.equal(seen[0]!['cache-status'], 'Origin; hit, Cairn; hit; ttl');
+      if (path === '/plain') assert.equal(seen[0]!.via, '1.1 cairn');
     }
-    // The hook-free path and the field-map path agree field for field.
-    assert.deepEqual(seen[0], seen[1], path);
-    if (path === '/via') assert.equal(seen[0]!.via, '1.0 origin-cache, 1.1 cairn');
-    if (path === '/status') assert.equal(seen[0]!['cache-status'], 'Origin; hit, Cairn; hit; ttl');
-    if (path === '/plain') assert.equal(seen[0]!.via, '1.1 cairn');
-  }
-});
+  },
+);

@@ -89,7 +89,8 @@ async function startDiskOnly(t: Cleanup, origin: Origin, keeping: boolean) {
   const options = { origins: [origin.url], cache };
   const proxy = keeping ? new KeepingProxy(options) : new CdnProxy(options);
   const cairn = await startCairn(t, proxy);
-  const get = (path: string, headers: Record<string, string> = {}) => httpRequest(cairn.url + path, { headers });
+  const get = (path: string, headers: Record<string, string> = {}) =>
+    httpRequest(cairn.url + path, { headers });
   // Store every object (a collapsed hit may precede the commit: wait for a real hit).
   for (let n = 0; n < OBJECTS; n++) {
     while (!/^Cairn; hit; ttl=/.test(statusOf(await get(`/obj/${n}`))));
@@ -130,7 +131,10 @@ for (const keeping of [false, true]) {
       // the bytes of their own object at their own offset.
       assert.ok(proxy.kept.length > 100);
       for (const { n, offset, chunk } of proxy.kept) {
-        assert.ok(chunk.equals(BODIES[n]!.subarray(offset, offset + chunk.length)), `kept chunk of /obj/${n} at ${offset}`);
+        assert.ok(
+          chunk.equals(BODIES[n]!.subarray(offset, offset + chunk.length)),
+          `kept chunk of /obj/${n} at ${offset}`,
+        );
       }
     }
   });

@@ -8,65 +8,73 @@ import assert from 'node:assert/strict';
 import { freePort, startCli } from '../helpers/cli.ts';
 import { httpRequest, startOrigin } from '../helpers/servers.ts';
 
-test('with --workers 2 the upstream API changes the backends of both workers', { timeout: 90_000 }, async (t) => {
-  const named = (name: string) =>
-    startOrigin(t, (_req, res) => {
-      res.writeHead(200, { 'cache-control': 'no-store', 'content-length': name.length });
-      res.end(name);
-    });
-  const a = await named('a');
-  const b = await named('b');
-  const port = await freePort();
-  const adminPort = await freePort();
-  const cli = startCli(t, [
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--admin',
-    `127.0.0.1:${adminPort}`,
-    '--origin',
-    a.url,
-    '--workers',
-    '2',
-    '--log-level',
-    'info',
-  ]);
-  await cli.waitForLog('cluster listening');
-  const url = `http://127.0.0.1:${port}`;
-  const admin = (method: string, path: string, body?: unknown) =>
-    httpRequest(`http://127.0.0.1:${adminPort}${path}`, {
-      method,
-      headers: { 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-  const backends = async (): Promise<string[]> => {
-    const res = await admin('GET', '/upstreams/default');
-    assert.equal(res.status, 200, res.body.toString());
-    const group = JSON.parse(res.body.toString()) as { backends: { id: string; address: string }[] };
-    return group.backends.map((x) => x.id);
-  };
+test(
+  'with --workers 2 the upstream API changes the backends of both workers',
+  { timeout: 90_000 },
+  async (t) => {
+    const named = (name: string) =>
+      startOrigin(t, (_req, res) => {
+        res.writeHead(200, { 'cache-control': 'no-store', 'content-length': name.length });
+        res.end(name);
+      });
+    const a = await named('a');
+    const b = await named('b');
+    const port = await freePort();
+    const adminPort = await freePort();
+    const cli = startCli(t, [
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      `127.0.0.1:${adminPort}`,
+      '--origin',
+      a.url,
+      '--workers',
+      '2',
+      '--log-level',
+      'info',
+    ]);
+    await cli.waitForLog('cluster listening');
+    const url = `http://127.0.0.1:${port}`;
+    const admin = (method: string, path: string, body?: unknown) =>
+      httpRequest(`http://127.0.0.1:${adminPort}${path}`, {
+        method,
+        headers: { 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const backends = async (): Promise<string[]> => {
+      const res = await admin('GET', '/upstreams/default');
+      assert.equal(res.status, 200, res.body.toString());
+      const group = JSON.parse(res.body.toString()) as { backends: { id: string; address: string }[] };
+      return group.backends.map((x) => x.id);
+    };
 
-  const [original] = await backends();
-  assert.ok(original !== undefined);
-  assert.equal((await admin('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
-  const removed = await admin('DELETE', `/upstreams/default/backends/${encodeURIComponent(original)}?wait=1`);
-  assert.equal(removed.status, 200, removed.body.toString());
-  assert.deepEqual(await backends(), ['b']);
+    const [original] = await backends();
+    assert.ok(original !== undefined);
+    assert.equal((await admin('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
+    const removed = await admin(
+      'DELETE',
+      `/upstreams/default/backends/${encodeURIComponent(original)}?wait=1`,
+    );
+    assert.equal(removed.status, 200, removed.body.toString());
+    assert.deepEqual(await backends(), ['b']);
 
-  // New connections are dealt round robin: both workers answer, and both now send to b only.
-  const before = a.requests;
-  for (let i = 0; i < 8; i++) {
-    const res = await httpRequest(`${url}/after-${i}`);
-    assert.equal(res.body.toString(), 'b', `request ${i + 1} after the change`);
-  }
-  assert.equal(a.requests, before);
-  const pids = new Set<unknown>();
-  for (let i = 0; i < 8; i++) pids.add((await cli.waitForLog('request', (l) => l.path === `/after-${i}`)).pid);
-  assert.equal(pids.size, 2, 'both workers served traffic after the change');
+    // New connections are dealt round robin: both workers answer, and both now send to b only.
+    const before = a.requests;
+    for (let i = 0; i < 8; i++) {
+      const res = await httpRequest(`${url}/after-${i}`);
+      assert.equal(res.body.toString(), 'b', `request ${i + 1} after the change`);
+    }
+    assert.equal(a.requests, before);
+    const pids = new Set<unknown>();
+    for (let i = 0; i < 8; i++)
+      pids.add((await cli.waitForLog('request', (l) => l.path === `/after-${i}`)).pid);
+    assert.equal(pids.size, 2, 'both workers served traffic after the change');
 
-  // A bad request is refused the same way by every worker: their common answer, not a 502.
-  const bad = await admin('PATCH', '/upstreams/default', { algorithm: 'fastest' });
-  assert.equal(bad.status, 400, bad.body.toString());
+    // A bad request is refused the same way by every worker: their common answer, not a 502.
+    const bad = await admin('PATCH', '/upstreams/default', { algorithm: 'fastest' });
+    assert.equal(bad.status, 400, bad.body.toString());
 
-  process.kill(cli.pid, 'SIGTERM');
-  assert.deepEqual(await cli.exited, { code: 0, signal: null });
-});
+    process.kill(cli.pid, 'SIGTERM');
+    assert.deepEqual(await cli.exited, { code: 0, signal: null });
+  },
+);

@@ -56,7 +56,7 @@ async function neverServes(url: string, path: string, purged: ReadonlySet<string
 }
 
 test(
-  'with --workers 2 a purge reaches both workers\' memory tiers: PURGE, the admin API, by tag, after a POST',
+  "with --workers 2 a purge reaches both workers' memory tiers: PURGE, the admin API, by tag, after a POST",
   LIMIT,
   async (t) => {
     // Each fetch of a path answers a new version, so a copy that survived a purge shows.
@@ -127,7 +127,10 @@ test(
     while (fresh < 8) {
       const res = await httpRequest(`${url}/d`);
       fresh = d.has(res.body.toString()) ? 0 : fresh + 1;
-      assert.ok(Date.now() < deadline, `a worker still serves ${res.body.toString()} from memory: ${statusOf(res)}`);
+      assert.ok(
+        Date.now() < deadline,
+        `a worker still serves ${res.body.toString()} from memory: ${statusOf(res)}`,
+      );
     }
 
     process.kill(cli.pid, 'SIGTERM');

@@ -18,7 +18,14 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { ReverseProxy } from '../../hooks/index.ts';
-import { httpRequest, startCairn, startOrigin, type Cleanup, type LogLine, type Origin } from '../helpers/servers.ts';
+import {
+  httpRequest,
+  startCairn,
+  startOrigin,
+  type Cleanup,
+  type LogLine,
+  type Origin,
+} from '../helpers/servers.ts';
 import { freePort } from '../helpers/nginx.ts';
 
 const MAX_REQUESTS = 20_000;
@@ -88,9 +95,16 @@ async function named(t: Cleanup, name: string): Promise<Origin & { id: string }>
 void test('admin API: add, re-weight, drain and remove backends under steady load with zero failed requests', async (t) => {
   const [a, b, c, d] = [await named(t, 'a'), await named(t, 'b'), await named(t, 'c'), await named(t, 'd')];
   const proxy = new ReverseProxy({ upstream: { algorithm: 'least-connections', backends: [a.id, b.id] } });
-  const cairn = await startCairn(t, proxy, { services: [proxy], adminRoutes: (x) => proxy.adminRoutes(x), logLevel: 'warn' });
+  const cairn = await startCairn(t, proxy, {
+    services: [proxy],
+    adminRoutes: (x) => proxy.adminRoutes(x),
+    logLevel: 'warn',
+  });
   const admin = async (method: string, path: string, body?: unknown): Promise<number> => {
-    const res = await httpRequest(`${cairn.adminUrl}${path}`, { method, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+    const res = await httpRequest(`${cairn.adminUrl}${path}`, {
+      method,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
     return res.status;
   };
   const load = steadyLoad(t, cairn.url);
@@ -113,12 +127,19 @@ void test('admin API: add, re-weight, drain and remove backends under steady loa
   await load.stop();
   assert.deepEqual(load.failures, []);
   assert.ok(load.ok >= 1700, `steady load ran (${load.ok} requests)`);
-  for (const name of ['a', 'b', 'c', 'd']) assert.ok((load.byOrigin.get(name) ?? 0) > 0, `${name} served some of the load`);
+  for (const name of ['a', 'b', 'c', 'd'])
+    assert.ok((load.byOrigin.get(name) ?? 0) > 0, `${name} served some of the load`);
 });
 
 /** The CLI as a child process; its stdout is pino JSON. */
-function startCli(t: Cleanup, args: string[]): { lines: LogLine[]; waitFor: (p: (l: LogLine) => boolean) => Promise<LogLine> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+function startCli(
+  t: Cleanup,
+  args: string[],
+): { lines: LogLine[]; waitFor: (p: (l: LogLine) => boolean) => Promise<LogLine> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   t.after(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, 'exit');
@@ -127,7 +148,11 @@ function startCli(t: Cleanup, args: string[]): { lines: LogLine[]; waitFor: (p: 
     }
   });
   const lines: LogLine[] = [];
-  const waiting = new Set<{ p: (l: LogLine) => boolean; resolve: (l: LogLine) => void; reject: (e: Error) => void }>();
+  const waiting = new Set<{
+    p: (l: LogLine) => boolean;
+    resolve: (l: LogLine) => void;
+    reject: (e: Error) => void;
+  }>();
   createInterface({ input: child.stdout }).on('line', (text) => {
     if (!text.startsWith('{')) return;
     const line = JSON.parse(text) as LogLine;
@@ -140,7 +165,8 @@ function startCli(t: Cleanup, args: string[]): { lines: LogLine[]; waitFor: (p: 
     }
   });
   child.once('exit', (code) => {
-    for (const w of waiting) w.reject(new Error(`cairn exited (${String(code)}) before the expected log line`));
+    for (const w of waiting)
+      w.reject(new Error(`cairn exited (${String(code)}) before the expected log line`));
   });
   return {
     lines,
@@ -188,13 +214,23 @@ void test('config file: backends change under steady load with zero failed reque
   const rejected = await cli.waitFor((l) => l.msg === 'config file rejected; the running config stays');
   assert.equal(rejected.code, 'CAIRN_ERR_CONFIG_INVALID');
   await writeConfig(config({ algorithm: 'fastest', backends: [a.id] }));
-  const rejected2 = await cli.waitFor((l) => l.msg === 'config file rejected; the running config stays' && l !== rejected);
+  const rejected2 = await cli.waitFor(
+    (l) => l.msg === 'config file rejected; the running config stays' && l !== rejected,
+  );
   assert.equal(rejected2.code, 'CAIRN_ERR_CONFIG_INVALID');
   assert.match(String(rejected2.err), /upstream\.algorithm/);
   await load.after(300);
   // Re-weight, switch algorithm, and remove b (drained: its server closes only once Cairn says so).
   seen = reloads();
-  await writeConfig(config({ algorithm: 'ketama', backends: [{ address: a.id, weight: 2 }, { address: c.id, weight: 1 }] }));
+  await writeConfig(
+    config({
+      algorithm: 'ketama',
+      backends: [
+        { address: a.id, weight: 2 },
+        { address: c.id, weight: 1 },
+      ],
+    }),
+  );
   await cli.waitFor(() => reloads() > seen);
   await cli.waitFor((l) => l.msg === 'backend drained and removed' && l.backend === b.id);
   await b.close();
@@ -203,8 +239,11 @@ void test('config file: backends change under steady load with zero failed reque
 
   assert.deepEqual(load.failures, []);
   assert.ok(load.ok >= 1000, `steady load ran (${load.ok} requests)`);
-  for (const name of ['a', 'b', 'c']) assert.ok((load.byOrigin.get(name) ?? 0) > 0, `${name} served some of the load`);
-  const state = JSON.parse((await httpRequest(`http://127.0.0.1:${adminPort}/upstreams/default`)).body.toString()) as {
+  for (const name of ['a', 'b', 'c'])
+    assert.ok((load.byOrigin.get(name) ?? 0) > 0, `${name} served some of the load`);
+  const state = JSON.parse(
+    (await httpRequest(`http://127.0.0.1:${adminPort}/upstreams/default`)).body.toString(),
+  ) as {
     algorithm: string;
     backends: { id: string; weight: number }[];
   };

@@ -27,7 +27,11 @@ async function close(server: Server | NetServer): Promise<void> {
 }
 
 /** Resolve with the first emission of `event` whose arguments satisfy `match`. */
-function nextEvent<T extends unknown[]>(emitter: EventEmitter, event: string, match: (...args: T) => boolean = () => true): Promise<T> {
+function nextEvent<T extends unknown[]>(
+  emitter: EventEmitter,
+  event: string,
+  match: (...args: T) => boolean = () => true,
+): Promise<T> {
   return new Promise((resolve) => {
     const listener = (...args: unknown[]): void => {
       if (!match(...(args as T))) return;
@@ -64,7 +68,10 @@ function holdEventLoop(t: { after: (fn: () => void) => void }): void {
   t.after(() => clearInterval(handle));
 }
 
-function setup(port: number, options: Omit<HealthCheckOptions, 'intervalMs'>): { upstream: Upstream; checker: HealthChecker; id: string } {
+function setup(
+  port: number,
+  options: Omit<HealthCheckOptions, 'intervalMs'>,
+): { upstream: Upstream; checker: HealthChecker; id: string } {
   const id = `127.0.0.1:${port}`;
   const upstream = new Upstream({ name: 'hc', backends: [{ address: id }] });
   const checker = new HealthChecker(upstream, { intervalMs: 20, jitter: 0.5, ...options });
@@ -80,7 +87,12 @@ void test('HTTP check: down after `fall` bad statuses, up again after `rise` goo
     res.end('x');
   });
   const port = await listen(server);
-  const { upstream, checker, id } = setup(port, { check: { type: 'http', path: '/healthz', expectStatus: [200, 299] }, timeoutMs: 2000, rise: 2, fall: 3 });
+  const { upstream, checker, id } = setup(port, {
+    check: { type: 'http', path: '/healthz', expectStatus: [200, 299] },
+    timeoutMs: 2000,
+    rise: 2,
+    fall: 3,
+  });
   t.after(async () => {
     await checker.stop();
     await close(server);
@@ -135,7 +147,12 @@ void test('TCP check: server closed -> down after `fall`; listening again -> up 
   };
   let server = createNetServer(track);
   const port = await listen(server);
-  const { upstream, checker, id } = setup(port, { check: { type: 'tcp' }, timeoutMs: 2000, rise: 2, fall: 2 });
+  const { upstream, checker, id } = setup(port, {
+    check: { type: 'tcp' },
+    timeoutMs: 2000,
+    rise: 2,
+    fall: 2,
+  });
   t.after(async () => {
     await checker.stop();
     if (server.listening) await close(server);

@@ -11,7 +11,14 @@ import { Pool } from 'undici';
 import { HttpCache, Ketama } from '../../src/index.ts';
 import { CdnProxy, ReverseProxy } from '../../hooks/index.ts';
 import type { ReverseProxyOptions } from '../../hooks/index.ts';
-import { httpRequest, startCairn, startOrigin, type Cairn, type Cleanup, type Origin } from '../helpers/servers.ts';
+import {
+  httpRequest,
+  startCairn,
+  startOrigin,
+  type Cairn,
+  type Cleanup,
+  type Origin,
+} from '../helpers/servers.ts';
 import { freePort } from '../helpers/nginx.ts';
 
 /** An origin that answers its own name (and `/healthz` as `health()` says). */
@@ -56,7 +63,11 @@ async function named(
   };
 }
 
-async function start(t: Cleanup, options: ReverseProxyOptions, make = (o: ReverseProxyOptions) => new ReverseProxy(o)): Promise<{ cairn: Cairn; proxy: ReverseProxy; client: Pool }> {
+async function start(
+  t: Cleanup,
+  options: ReverseProxyOptions,
+  make = (o: ReverseProxyOptions) => new ReverseProxy(o),
+): Promise<{ cairn: Cairn; proxy: ReverseProxy; client: Pool }> {
   const proxy = make(options);
   const cairn = await startCairn(t, proxy, { services: [proxy], adminRoutes: (a) => proxy.adminRoutes(a) });
   const client = new Pool(cairn.url, { connections: 4 });
@@ -64,7 +75,10 @@ async function start(t: Cleanup, options: ReverseProxyOptions, make = (o: Revers
   return { cairn, proxy, client };
 }
 
-async function get(client: Pool, path: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
+async function get(
+  client: Pool,
+  path: string,
+): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
   const res = await client.request({ path, method: 'GET' });
   return { status: res.statusCode, body: await res.body.text(), headers: res.headers };
 }
@@ -106,7 +120,11 @@ void test('ketama by URI: every URI lands on the backend the nginx-exact ring na
   const origins = [await named(t, 'a'), await named(t, 'b'), await named(t, 'c')];
   const weights = [1, 2, 3];
   const { client } = await start(t, {
-    upstream: { algorithm: 'ketama', hashKey: 'uri', backends: origins.map((o, i) => ({ address: o.id, weight: weights[i]! })) },
+    upstream: {
+      algorithm: 'ketama',
+      hashKey: 'uri',
+      backends: origins.map((o, i) => ({ address: o.id, weight: weights[i]! })),
+    },
   });
   const ring = new Ketama(origins.map((o, i) => ({ server: o.id, weight: weights[i]! })));
   const byId = new Map(origins.map((o, i) => [o.id, 'abc'[i]!]));
@@ -127,7 +145,11 @@ void test('a refused connection is retried on the next backend not yet tried; al
   const got = await answers(client, 10);
   assert.deepEqual(count(got), { a: 10 }, 'every request reached the live backend');
   const m = await cairn.metrics();
-  assert.equal(m.value('cairn_upstream_backend_failures_total', { backend: `127.0.0.1:${deadPort}` }), 10, 'round robin comes back to it each time (passive health is off)');
+  assert.equal(
+    m.value('cairn_upstream_backend_failures_total', { backend: `127.0.0.1:${deadPort}` }),
+    10,
+    'round robin comes back to it each time (passive health is off)',
+  );
   assert.equal(m.value('cairn_upstream_backend_selections_total', { backend: a.id }), 10);
 
   // Nothing usable: a clear 503 and a coded log line.
@@ -162,10 +184,15 @@ void test('passive health: consecutive failure statuses eject a backend for its 
   assert.deepEqual(statuses.filter((s) => s === 502).length, 2);
   assert.equal(good.requests, 18);
   const m = await cairn.metrics();
-  assert.equal(m.value('cairn_upstream_backend_ejections_total', { upstream: 'default', backend: bad.id }), 1);
+  assert.equal(
+    m.value('cairn_upstream_backend_ejections_total', { upstream: 'default', backend: bad.id }),
+    1,
+  );
   assert.equal(m.value('cairn_upstream_backend_up', { backend: bad.id }), 0);
   assert.equal(m.value('cairn_upstream_backend_up', { backend: good.id }), 1);
-  await cairn.logs.waitFor((l) => l.msg === 'backend ejected after consecutive failures' && l.backend === bad.id);
+  await cairn.logs.waitFor(
+    (l) => l.msg === 'backend ejected after consecutive failures' && l.backend === bad.id,
+  );
 });
 
 void test('circuit breaker: an error ratio over the window opens it; traffic avoids the backend', async (t) => {
@@ -194,10 +221,23 @@ void test('active checks mark a failing backend down (HTTP and TCP) and traffic 
   const a = await named(t, 'a');
   const b = await named(t, 'b');
   const { client, cairn } = await start(t, {
-    upstream: { backends: [a.id, b.id], health: { type: 'http', path: '/healthz', intervalMs: 20, timeoutMs: 1000, fall: 2, rise: 1, jitter: 0 } },
+    upstream: {
+      backends: [a.id, b.id],
+      health: {
+        type: 'http',
+        path: '/healthz',
+        intervalMs: 20,
+        timeoutMs: 1000,
+        fall: 2,
+        rise: 1,
+        jitter: 0,
+      },
+    },
   });
   a.healthy = false;
-  await cairn.logs.waitFor((l) => l.msg === 'backend health changed' && l.backend === a.id && l.healthy === false);
+  await cairn.logs.waitFor(
+    (l) => l.msg === 'backend health changed' && l.backend === a.id && l.healthy === false,
+  );
   const before = a.served;
   assert.deepEqual(count(await answers(client, 12)), { b: 12 });
   assert.equal(a.served, before, 'only health probes reached the down backend');
@@ -206,26 +246,42 @@ void test('active checks mark a failing backend down (HTTP and TCP) and traffic 
   assert.equal(m.value('cairn_upstream_backend_up', { backend: a.id }), 0);
   // It comes back after `rise` passing probes.
   a.healthy = true;
-  await cairn.logs.waitFor((l) => l.msg === 'backend health changed' && l.backend === a.id && l.healthy === true);
+  await cairn.logs.waitFor(
+    (l) => l.msg === 'backend health changed' && l.backend === a.id && l.healthy === true,
+  );
   assert.deepEqual(count(await answers(client, 4)), { a: 2, b: 2 });
 
   // TCP: a backend whose port refuses connections goes down without a request being sent to it.
   const deadPort = await freePort();
   const tcp = await start(t, {
-    upstream: { backends: [b.id, `127.0.0.1:${deadPort}`], health: { type: 'tcp', intervalMs: 20, timeoutMs: 1000, fall: 1, jitter: 0 } },
+    upstream: {
+      backends: [b.id, `127.0.0.1:${deadPort}`],
+      health: { type: 'tcp', intervalMs: 20, timeoutMs: 1000, fall: 1, jitter: 0 },
+    },
   });
-  await tcp.cairn.logs.waitFor((l) => l.msg === 'backend health changed' && l.backend === `127.0.0.1:${deadPort}`);
+  await tcp.cairn.logs.waitFor(
+    (l) => l.msg === 'backend health changed' && l.backend === `127.0.0.1:${deadPort}`,
+  );
   m = await tcp.cairn.metrics();
-  assert.equal(m.value('cairn_upstream_backend_up', { upstream: 'default', backend: `127.0.0.1:${deadPort}` }), 0);
+  assert.equal(
+    m.value('cairn_upstream_backend_up', { upstream: 'default', backend: `127.0.0.1:${deadPort}` }),
+    0,
+  );
   assert.deepEqual(count(await answers(tcp.client, 6)), { b: 6 });
   const m2 = await tcp.cairn.metrics();
-  assert.equal(m2.value('cairn_upstream_backend_failures_total'), 0, 'no request was tried on the dead backend');
+  assert.equal(
+    m2.value('cairn_upstream_backend_failures_total'),
+    0,
+    'no request was tried on the dead backend',
+  );
 });
 
 void test('per-backend metrics: selections, in-flight, weight; a removed backend leaves /metrics', async (t) => {
   const a = await named(t, 'a');
   const b = await named(t, 'b');
-  const { client, cairn, proxy } = await start(t, { upstream: { backends: [{ address: a.id, weight: 3 }, b.id] } });
+  const { client, cairn, proxy } = await start(t, {
+    upstream: { backends: [{ address: a.id, weight: 3 }, b.id] },
+  });
   await answers(client, 8);
   let m = await cairn.metrics();
   assert.equal(m.value('cairn_upstream_backend_selections_total', { upstream: 'default', backend: a.id }), 6);
@@ -240,12 +296,18 @@ void test('per-backend metrics: selections, in-flight, weight; a removed backend
 
 void test('no healthy backend behind a cache: stale-if-error content is served instead of the 503', async (t) => {
   const origin = await named(t, 'o', (_req, res) => {
-    res.writeHead(200, { 'cache-control': 'max-age=0, stale-if-error=600', 'content-type': 'text/plain' }).end('fresh once');
+    res
+      .writeHead(200, { 'cache-control': 'max-age=0, stale-if-error=600', 'content-type': 'text/plain' })
+      .end('fresh once');
     return true;
   });
   const cache = await HttpCache.open({ memory: { maxBytes: 1 << 20, maxObjectBytes: 1 << 16 } });
   t.after(() => cache.close());
-  const { client, proxy } = await start(t, { upstream: { backends: [origin.id] } }, (o) => new CdnProxy({ ...o, cache }));
+  const { client, proxy } = await start(
+    t,
+    { upstream: { backends: [origin.id] } },
+    (o) => new CdnProxy({ ...o, cache }),
+  );
   const first = await get(client, '/doc');
   assert.equal(first.status, 200);
   proxy.group('default')!.upstream.setHealthy(origin.id, false);
@@ -272,14 +334,23 @@ void test('admin API: list, add, re-weight, drain a backend; errors are JSON wit
   const list = await admin('GET', '/upstreams');
   assert.equal(list.status, 200);
   assert.equal((list.json.upstreams as { name: string }[])[0]!.name, 'default');
-  assert.equal((await admin('PUT', `/upstreams/default/backends/b`, { address: b.id, weight: 2 })).status, 201);
+  assert.equal(
+    (await admin('PUT', `/upstreams/default/backends/b`, { address: b.id, weight: 2 })).status,
+    201,
+  );
   assert.deepEqual(count(await answers(client, 6)), { a: 2, b: 4 });
   assert.equal((await admin('PATCH', `/upstreams/default/backends/b`, { weight: 1 })).json.weight, 1);
   assert.deepEqual(count(await answers(client, 6)), { a: 3, b: 3 });
   assert.equal((await admin('PUT', `/upstreams/default/backends/b`, { address: '10.9.9.9:1' })).status, 409);
-  assert.equal((await admin('PUT', `/upstreams/default/backends/c`, { address: 'not an address!' })).json.code, 'CAIRN_ERR_CONFIG_INVALID');
+  assert.equal(
+    (await admin('PUT', `/upstreams/default/backends/c`, { address: 'not an address!' })).json.code,
+    'CAIRN_ERR_CONFIG_INVALID',
+  );
   assert.equal((await admin('PATCH', `/upstreams/default`, { algorithm: 'nope' })).status, 400);
-  assert.equal((await admin('PATCH', `/upstreams/default`, { algorithm: 'least-connections' })).json.algorithm, 'least-connections');
+  assert.equal(
+    (await admin('PATCH', `/upstreams/default`, { algorithm: 'least-connections' })).json.algorithm,
+    'least-connections',
+  );
   assert.equal((await admin('DELETE', `/upstreams/default/backends/b?wait=1`)).status, 200);
   assert.deepEqual(count(await answers(client, 4)), { a: 4 });
   assert.equal((await admin('DELETE', `/upstreams/default/backends/b`)).status, 404);

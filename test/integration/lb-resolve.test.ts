@@ -9,7 +9,10 @@ import { once } from 'node:events';
 import { HostnameWatcher, type LookupAll, type ResolvedAddress } from '../../src/lb/resolve.ts';
 import { Upstream } from '../../src/lb/upstream.ts';
 
-function scripted(answers: (readonly ResolvedAddress[] | Error)[]): { lookup: LookupAll; calls: () => number } {
+function scripted(answers: (readonly ResolvedAddress[] | Error)[]): {
+  lookup: LookupAll;
+  calls: () => number;
+} {
   let calls = 0;
   const lookup: LookupAll = async () => {
     const answer = answers[Math.min(calls++, answers.length - 1)]!;
@@ -37,7 +40,11 @@ void test('localhost resolves through the OS resolver to loopback backends', asy
 
 void test('changes add new addresses and drain vanished ones; failures keep the last answer', async () => {
   const upstream = new Upstream({ name: 'api' });
-  const { lookup } = scripted([[v4('10.0.0.1'), v4('10.0.0.2')], [v4('10.0.0.2'), v4('10.0.0.3')], new Error('SERVFAIL')]);
+  const { lookup } = scripted([
+    [v4('10.0.0.1'), v4('10.0.0.2')],
+    [v4('10.0.0.2'), v4('10.0.0.3')],
+    new Error('SERVFAIL'),
+  ]);
   const watch = new HostnameWatcher(upstream, { hostname: 'api.internal', port: 80, lookup, weight: 2 });
   await watch.start();
   watch.stop();

@@ -117,14 +117,21 @@ void describe('LmdbStore', () => {
     // its read snapshot on a timer), as between two processes: wait for it before each look.
     const ids = async (store: LmdbStore): Promise<string[]> => {
       await sleep(5);
-      return store.variants('/v').map((m) => m.id).sort();
+      return store
+        .variants('/v')
+        .map((m) => m.id)
+        .sort();
     };
 
     const plain = await write(b, objectMeta('/v'), Buffer.alloc(4000, 1));
     assert.deepEqual(await ids(a), [plain.id]);
     assert.deepEqual(await ids(a), [plain.id], 'listed again, unchanged');
 
-    const gz = await write(b, { ...objectMeta('/v'), variant: 'accept-encoding=gzip' }, Buffer.alloc(4000, 2));
+    const gz = await write(
+      b,
+      { ...objectMeta('/v'), variant: 'accept-encoding=gzip' },
+      Buffer.alloc(4000, 2),
+    );
     assert.deepEqual(await ids(a), [plain.id, gz.id].sort(), 'a variant added');
 
     assert.equal(await b.updateMeta({ ...gz, expiresAt: 5 }), true);
@@ -351,7 +358,9 @@ void describe('LmdbStore', () => {
     const dir = await tempDir();
     const store = await LmdbStore.open({ path: dir, maxBytes: 4 * 1024 * 1024, chunkSize: 16 * 1024 });
     const bodies = ['/a', '/b', '/c'].map((key, i) => Buffer.alloc(16 * 1024, 0x61 + i));
-    const metas = await Promise.all(['/a', '/b', '/c'].map((key, i) => write(store, objectMeta(key), bodies[i]!)));
+    const metas = await Promise.all(
+      ['/a', '/b', '/c'].map((key, i) => write(store, objectMeta(key), bodies[i]!)),
+    );
     const chunkOf = (i: number): Buffer => store.open(metas[i]!)!.chunk(0)!;
     const release = (i: number, chunk: Buffer): void => store.open(metas[i]!)!.release!(chunk);
 

@@ -12,8 +12,12 @@ test('the README CLI block is exactly what `cairn --help` prints', async () => {
   const readme = await readFile(join(root, 'README.md'), 'utf8');
   const block = /```text cli-usage\n([\s\S]*?)```/.exec(readme)?.[1];
   assert.ok(block !== undefined, 'README.md has a ```text cli-usage block');
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(root, 'src/cli.ts'), '--help'], {
-    cwd: root,
-  });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', join(root, 'src/cli.ts'), '--help'],
+    {
+      cwd: root,
+    },
+  );
   assert.equal(block.trimEnd(), stdout.trimEnd());
 });

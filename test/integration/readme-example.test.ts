@@ -69,5 +69,9 @@ test('the README example proxy runs as documented', async (t) => {
 
   const viaWeb = await fetch(`${base}/home`, { headers: { authorization: 'Bearer bob' } });
   assert.equal(await viaWeb.text(), 'web\n');
-  assert.equal(webSeen[0]?.headers.host, `127.0.0.1:${(web.address() as AddressInfo).port}`, "hostHeader: 'peer'");
+  assert.equal(
+    webSeen[0]?.headers.host,
+    `127.0.0.1:${(web.address() as AddressInfo).port}`,
+    "hostHeader: 'peer'",
+  );
 });

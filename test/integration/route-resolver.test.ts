@@ -15,7 +15,9 @@ import { httpRequest, startCairn, startOrigin, type Cleanup } from '../helpers/s
 import { freePort } from '../helpers/nginx.ts';
 
 async function named(t: Cleanup, name: string): Promise<string> {
-  const origin = await startOrigin(t, (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(name));
+  const origin = await startOrigin(t, (_req, res) =>
+    res.writeHead(200, { 'content-type': 'text/plain' }).end(name),
+  );
   return origin.url;
 }
 
@@ -51,7 +53,9 @@ void test('answers are cached per host + path prefix for their TTL; unknown rout
   let clock = 0;
   const fn = recorder((host, path) => {
     if (host !== 'example.test') return undefined;
-    return path.startsWith('/api/') ? { targets: [api], prefix: '/api/', ttlMs: 1000 } : { targets: [web], ttlMs: 5000 };
+    return path.startsWith('/api/')
+      ? { targets: [api], prefix: '/api/', ttlMs: 1000 }
+      : { targets: [web], ttlMs: 5000 };
   });
   const gateway = new GatewayProxy({ resolve: fn.resolve, now: () => clock });
   const cairn = await startCairn(t, gateway);
@@ -89,7 +93,10 @@ void test('a cached target that refuses the connection is invalidated and the fu
   assert.equal(res.body.toString(), 'live');
   assert.equal(fn.calls.length, 2);
   // The fresh answer is cached now.
-  assert.equal((await httpRequest(`${cairn.url}/y`, { headers: { host: 'svc.test' } })).body.toString(), 'live');
+  assert.equal(
+    (await httpRequest(`${cairn.url}/y`, { headers: { host: 'svc.test' } })).body.toString(),
+    'live',
+  );
   assert.equal(fn.calls.length, 2);
 
   // Still refused after asking again, and no waiting allowed: the connect error, coded.
@@ -115,7 +122,12 @@ void test('a target that starts late is waited for with backoff, up to a deadlin
       return decided;
     }
   }
-  const gateway = new Observed({ resolve: fn.resolve, waitForTargetMs: 30_000, backoffMs: 10, maxBackoffMs: 100 });
+  const gateway = new Observed({
+    resolve: fn.resolve,
+    waitForTargetMs: 30_000,
+    backoffMs: 10,
+    maxBackoffMs: 100,
+  });
   const cairn = await startCairn(t, gateway);
   const pending = httpRequest(`${cairn.url}/hello`, { headers: { host: 'late.test' } });
   // Refused, re-resolved (still the same target), refused again: now it waits with backoff.
@@ -129,12 +141,20 @@ void test('a target that starts late is waited for with backoff, up to a deadlin
   assert.equal(res.status, 200);
   assert.equal(res.body.toString(), 'started');
   const line = await cairn.logs.waitFor((l) => l.msg === 'request');
-  assert.ok((line.attempts as number) >= 3, `retried while the target started (${String(line.attempts)} attempts)`);
+  assert.ok(
+    (line.attempts as number) >= 3,
+    `retried while the target started (${String(line.attempts)} attempts)`,
+  );
   assert.equal(fn.calls.length, 2, 'waiting does not hammer the routing function');
 
   // The deadline: a target that never starts fails with the connect error, not a hang.
   const never = `http://127.0.0.1:${await freePort()}`;
-  const impatient = new GatewayProxy({ resolve: () => ({ targets: [never] }), waitForTargetMs: 200, backoffMs: 10, maxBackoffMs: 50 });
+  const impatient = new GatewayProxy({
+    resolve: () => ({ targets: [never] }),
+    waitForTargetMs: 200,
+    backoffMs: 10,
+    maxBackoffMs: 50,
+  });
   const cairn2 = await startCairn(t, impatient);
   const failed = await httpRequest(`${cairn2.url}/`, { headers: { host: 'never.test' } });
   assert.equal(failed.status, 502);

@@ -38,15 +38,35 @@ void describe('Cache-Status parser', () => {
     assert.equal(e[0]!.hit, true);
     assert.equal(e[0]!.ttl, 1100);
     assert.equal(e[1]!.cache, 'CDN Company Here');
-    const f = parseCacheStatus('ExampleCache; fwd=uri-miss; stored; collapsed; fwd-status=200; key="a b"; detail=xyz');
+    const f = parseCacheStatus(
+      'ExampleCache; fwd=uri-miss; stored; collapsed; fwd-status=200; key="a b"; detail=xyz',
+    );
     assert.deepEqual(
       { ...f[0]!, params: undefined },
-      { cache: 'ExampleCache', hit: false, fwd: 'uri-miss', fwdStatus: 200, ttl: undefined, stored: true, collapsed: true, key: 'a b', detail: 'xyz', params: undefined },
+      {
+        cache: 'ExampleCache',
+        hit: false,
+        fwd: 'uri-miss',
+        fwdStatus: 200,
+        ttl: undefined,
+        stored: true,
+        collapsed: true,
+        key: 'a b',
+        detail: 'xyz',
+        params: undefined,
+      },
     );
   });
   void test('round-trips every builder output', () => {
     const cs = CACHE_STATUS;
-    for (const s of [cs.hit(5), cs.staleHit(-2), cs.collapsed(1), cs.forward('stale', { fwdStatus: 304, stored: true }), cs.bypass('set-cookie'), cs.bypass('x y')]) {
+    for (const s of [
+      cs.hit(5),
+      cs.staleHit(-2),
+      cs.collapsed(1),
+      cs.forward('stale', { fwdStatus: 304, stored: true }),
+      cs.bypass('set-cookie'),
+      cs.bypass('x y'),
+    ]) {
       const [e] = parseCacheStatus(s);
       assert.equal(e?.cache, 'Cairn', s);
     }

@@ -8,7 +8,11 @@ const LATER = 'Thu, 02 Jan 2020 00:00:00 GMT';
 
 void describe('entity-tag lists', () => {
   void test('parse', () => {
-    assert.deepEqual(parseEntityTags('W/"a", "b",,"c"'), [{ weak: true, tag: '"a"' }, { weak: false, tag: '"b"' }, { weak: false, tag: '"c"' }]);
+    assert.deepEqual(parseEntityTags('W/"a", "b",,"c"'), [
+      { weak: true, tag: '"a"' },
+      { weak: false, tag: '"b"' },
+      { weak: false, tag: '"c"' },
+    ]);
     assert.equal(parseEntityTags('*'), '*');
     assert.equal(parseEntityTags('abc'), undefined);
     assert.equal(parseEntityTags('"unterminated'), undefined);
@@ -17,8 +21,12 @@ void describe('entity-tag lists', () => {
 
 void describe('preconditions (RFC 9110 §13.2.2)', () => {
   const stored = { etag: '"v1"', 'last-modified': LM };
-  const ev = (req: Record<string, string>, method = 'GET', s: Record<string, string> = stored, status = 200): string =>
-    evaluateConditional(method, req, status, s);
+  const ev = (
+    req: Record<string, string>,
+    method = 'GET',
+    s: Record<string, string> = stored,
+    status = 200,
+  ): string => evaluateConditional(method, req, status, s);
 
   void test('If-None-Match: weak comparison, lists, *', () => {
     assert.equal(ev({ 'if-none-match': '"v1"' }), 'not-modified');
@@ -38,10 +46,18 @@ void describe('preconditions (RFC 9110 §13.2.2)', () => {
     assert.equal(ev({ 'if-modified-since': LM }), 'not-modified');
     assert.equal(ev({ 'if-modified-since': LATER }), 'not-modified');
     assert.equal(ev({ 'if-modified-since': EARLIER }), 'none');
-    assert.equal(ev({ 'if-modified-since': 'Wednesday, 01-Jan-20 00:00:00 GMT' }), 'not-modified', 'rfc850 form');
+    assert.equal(
+      ev({ 'if-modified-since': 'Wednesday, 01-Jan-20 00:00:00 GMT' }),
+      'not-modified',
+      'rfc850 form',
+    );
     assert.equal(ev({ 'if-modified-since': 'garbage' }), 'none');
     assert.equal(ev({ 'if-modified-since': LM }, 'POST'), 'none');
-    assert.equal(ev({ 'if-modified-since': LATER }, 'GET', { date: LM }), 'not-modified', 'falls back to Date');
+    assert.equal(
+      ev({ 'if-modified-since': LATER }, 'GET', { date: LM }),
+      'not-modified',
+      'falls back to Date',
+    );
     assert.equal(ev({ 'if-modified-since': LATER }, 'GET', {}), 'none');
   });
   void test('If-Match / If-Unmodified-Since', () => {
@@ -51,7 +67,11 @@ void describe('preconditions (RFC 9110 §13.2.2)', () => {
     assert.equal(ev({ 'if-match': '*' }), 'none');
     assert.equal(ev({ 'if-unmodified-since': EARLIER }), 'precondition-failed');
     assert.equal(ev({ 'if-unmodified-since': LATER }), 'none');
-    assert.equal(ev({ 'if-match': '"v1"', 'if-unmodified-since': EARLIER }), 'none', 'IUS ignored with If-Match');
+    assert.equal(
+      ev({ 'if-match': '"v1"', 'if-unmodified-since': EARLIER }),
+      'none',
+      'IUS ignored with If-Match',
+    );
   });
   void test('only 2xx stored responses are evaluated', () => {
     assert.equal(ev({ 'if-none-match': '"v1"' }, 'GET', stored, 404), 'none');

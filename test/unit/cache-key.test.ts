@@ -1,6 +1,13 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { cacheKey, primaryKey, normaliseHost, parseVary, varyVariant, acceptEncodingNormaliser } from '../../cache/key.ts';
+import {
+  cacheKey,
+  primaryKey,
+  normaliseHost,
+  parseVary,
+  varyVariant,
+  acceptEncodingNormaliser,
+} from '../../cache/key.ts';
 
 void describe('cache key', () => {
   void test('scheme + lower-cased host + path + query', () => {
@@ -26,7 +33,11 @@ void describe('cache key', () => {
     // Past the memo's bound it starts over and still answers right.
     for (let i = 0; i < 3000; i++) assert.equal(normaliseHost(`H${i}.test:80`, 'http'), `h${i}.test`);
     assert.equal(normaliseHost('A.test:443', 'https'), 'a.test');
-    assert.equal(normaliseHost('Mixed.Test:8443', 'HTTPS'), 'mixed.test:8443', 'a scheme in another case is not remembered');
+    assert.equal(
+      normaliseHost('Mixed.Test:8443', 'HTTPS'),
+      'mixed.test:8443',
+      'a scheme in another case is not remembered',
+    );
   });
   void test('never without a host', () => {
     assert.equal(cacheKey('http', '', '/'), undefined);
@@ -50,7 +61,10 @@ void describe('cache key', () => {
 
 void describe('Vary', () => {
   void test('parse: lines, lists, case, duplicates, empty members, sorted', () => {
-    assert.deepEqual(parseVary(['Accept-Encoding', 'accept, ACCEPT-encoding ,']), { star: false, names: ['accept', 'accept-encoding'] });
+    assert.deepEqual(parseVary(['Accept-Encoding', 'accept, ACCEPT-encoding ,']), {
+      star: false,
+      names: ['accept', 'accept-encoding'],
+    });
     assert.deepEqual(parseVary(undefined).names, []);
     assert.deepEqual(parseVary(' , ').names, []);
   });
@@ -78,15 +92,26 @@ void describe('Vary', () => {
     assert.equal(varyVariant('x', { x: ['a', 'b'] }), varyVariant('x', { x: 'a, b' }));
   });
   void test('Accept-Language that differs only in case selects the same variant (language tags are case-insensitive)', () => {
-    assert.equal(varyVariant('Accept-Language', { 'accept-language': 'eN, De' }), varyVariant('Accept-Language', { 'accept-language': 'en, de' }));
+    assert.equal(
+      varyVariant('Accept-Language', { 'accept-language': 'eN, De' }),
+      varyVariant('Accept-Language', { 'accept-language': 'en, de' }),
+    );
     assert.equal(varyVariant('Accept-Charset', { 'accept-charset': 'UTF-8' }), 'accept-charset=utf-8');
-    assert.notEqual(varyVariant('Foo', { foo: 'A' }), varyVariant('Foo', { foo: 'a' }), 'other fields keep their case');
+    assert.notEqual(
+      varyVariant('Foo', { foo: 'A' }),
+      varyVariant('Foo', { foo: 'a' }),
+      'other fields keep their case',
+    );
   });
   void test('headers not named in Vary do not matter', () => {
     assert.equal(varyVariant('a', { a: '1', b: '2' }), varyVariant('a', { a: '1', b: '3' }));
   });
   void test('normaliser callback', () => {
-    const gz = varyVariant('accept-encoding', { 'accept-encoding': 'gzip, deflate' }, acceptEncodingNormaliser);
+    const gz = varyVariant(
+      'accept-encoding',
+      { 'accept-encoding': 'gzip, deflate' },
+      acceptEncodingNormaliser,
+    );
     assert.equal(gz, 'accept-encoding=gzip');
     assert.equal(varyVariant('accept-encoding', {}, acceptEncodingNormaliser), 'accept-encoding=identity');
     const drop = varyVariant('a, b', { a: '1', b: '2' }, (name, value) => (name === 'b' ? undefined : value));

@@ -1,6 +1,12 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { CacheLock, type WaitOutcome, type InflightReader, type LockWait, type InflightObject } from '../../cache/lock.ts';
+import {
+  CacheLock,
+  type WaitOutcome,
+  type InflightReader,
+  type LockWait,
+  type InflightObject,
+} from '../../cache/lock.ts';
 import { isCairnError } from '../../src/errors.ts';
 
 function writerOf(lock: CacheLock, key: string): InflightObject {
@@ -54,7 +60,8 @@ void describe('CacheLock', () => {
     const bodies = await Promise.all(reads);
     for (const b of bodies) assert.deepEqual(b, expected);
     assert.ok(!(late instanceof Promise) && late.kind === 'ready');
-    if (!(late instanceof Promise) && late.kind === 'ready') assert.deepEqual(await readAll(late.body), expected);
+    if (!(late instanceof Promise) && late.kind === 'ready')
+      assert.deepEqual(await readAll(late.body), expected);
     assert.equal(lock.size, 0, 'released after complete');
     assert.equal(writerOf(lock, 'k').key, 'k', 'the next arrival is a new writer (the store serves it)');
   });
@@ -100,7 +107,9 @@ void describe('CacheLock', () => {
     w.fail(cause);
     const o = await outcome(wait);
     assert.equal(o.kind, 'failed');
-    assert.ok(o.kind === 'failed' && o.error.code === 'CAIRN_ERR_CACHE_WRITER_FAILED' && o.error.cause === cause);
+    assert.ok(
+      o.kind === 'failed' && o.error.code === 'CAIRN_ERR_CACHE_WRITER_FAILED' && o.error.cause === cause,
+    );
     const w2 = writerOf(lock, 'k');
     const wait2 = waiterOf(lock, 'k');
     w2.cancel();
@@ -117,7 +126,9 @@ void describe('CacheLock', () => {
     const o = await outcome(wait);
     clearTimeout(keepAlive);
     assert.equal(o.kind, 'timeout');
-    assert.ok(o.kind === 'timeout' && o.error.code === 'CAIRN_ERR_CACHE_LOCK_TIMEOUT' && o.error.retryable === true);
+    assert.ok(
+      o.kind === 'timeout' && o.error.code === 'CAIRN_ERR_CACHE_LOCK_TIMEOUT' && o.error.retryable === true,
+    );
     assert.equal(lock.counters.timeouts, 1);
     const next = lock.acquire('k');
     assert.equal(next.writer, true, 'next arrival becomes a writer (nginx proxy_cache_lock_age)');

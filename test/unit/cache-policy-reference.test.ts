@@ -80,7 +80,8 @@ function cases(): Case[] {
       for (const lastModified of [false, true])
         for (const expires of [false, true])
           for (const authorization of [false, true])
-            for (const setCookie of [false, true]) out.push({ status, cc, lastModified, expires, authorization, setCookie });
+            for (const setCookie of [false, true])
+              out.push({ status, cc, lastModified, expires, authorization, setCookie });
   return out;
 }
 
@@ -125,5 +126,6 @@ test('Cairn agrees with http-cache-semantics on storability and lifetime, outsid
   }
   assert.deepEqual(disagreements, [], 'unexplained disagreements with http-cache-semantics');
   assert.ok(compared > 400, `compared ${compared} cases`);
-  for (const d of DIVERGENCES) assert.ok((seen.get(d.name) ?? 0) > 0, `divergence "${d.name}" is real (it occurs)`);
+  for (const d of DIVERGENCES)
+    assert.ok((seen.get(d.name) ?? 0) > 0, `divergence "${d.name}" is real (it occurs)`);
 });

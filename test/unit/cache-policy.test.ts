@@ -31,18 +31,28 @@ const DATE0 = new Date(T0).toUTCString();
 const GET = { method: 'GET', headers: {} };
 
 function verdict(headers: HeaderMap, status = 200, opts: PolicyOptions = {}, req = GET): ResponseVerdict {
-  return evaluateResponse(req, { status, headers }, { requestTime: T0, responseTime: T0 }, resolvePolicyOptions(opts));
+  return evaluateResponse(
+    req,
+    { status, headers },
+    { requestTime: T0, responseTime: T0 },
+    resolvePolicyOptions(opts),
+  );
 }
 function policyOf(headers: HeaderMap, status = 200, opts: PolicyOptions = {}): StoredPolicy {
   const v = verdict(headers, status, opts);
   assert.equal(v.storable, true, v.storable ? '' : v.reason);
-  return (v).policy;
+  return v.policy;
 }
 function reasonOf(headers: HeaderMap, status = 200, opts: PolicyOptions = {}, req = GET): string | undefined {
   const v = verdict(headers, status, opts, req);
   return v.storable ? undefined : v.reason;
 }
-function kindAt(p: StoredPolicy, seconds: number, reqHeaders: HeaderMap = {}, opts = DEFAULT_POLICY_OPTIONS): string {
+function kindAt(
+  p: StoredPolicy,
+  seconds: number,
+  reqHeaders: HeaderMap = {},
+  opts = DEFAULT_POLICY_OPTIONS,
+): string {
   return p.evaluate(parseRequestCacheControl(reqHeaders), T0 + seconds * 1000, opts).kind;
 }
 
@@ -66,7 +76,15 @@ void describe('Cache-Control parsing', () => {
     assert.equal(parseCacheControl('max-age=99999999999').maxAge, 2147483648);
     assert.equal(parseCacheControl('max-age=2147483649').maxAge, 2147483648);
   });
-  for (const bad of ['max-age=-1', 'max-age=3600.0', 'max-age=a100', 'max-age=100a', 'max-age', 'max-age =5', 'max-age= 5']) {
+  for (const bad of [
+    'max-age=-1',
+    'max-age=3600.0',
+    'max-age=a100',
+    'max-age=100a',
+    'max-age',
+    'max-age =5',
+    'max-age= 5',
+  ]) {
     void test(`invalid freshness: ${bad}`, () => assert.equal(parseCacheControl(bad).invalidFreshness, true));
   }
   void test('conflicting duplicates are invalid; equal duplicates are fine', () => {
@@ -86,7 +104,10 @@ void describe('Cache-Control parsing', () => {
     assert.equal(cc.minFresh, 10);
     assert.equal(cc.onlyIfCached, true);
     assert.equal(parseRequestCacheControl({ pragma: 'no-cache' }).noCache, true);
-    assert.equal(parseRequestCacheControl({ pragma: 'no-cache', 'cache-control': 'max-age=5' }).noCache, false);
+    assert.equal(
+      parseRequestCacheControl({ pragma: 'no-cache', 'cache-control': 'max-age=5' }).noCache,
+      false,
+    );
   });
 });
 
@@ -97,17 +118,30 @@ void describe('HTTP-date parsing', () => {
     assert.equal(parseHttpDate('Sunday, 06-Nov-94 08:49:37 GMT'), t);
     assert.equal(parseHttpDate('Sun Nov  6 08:49:37 1994'), t);
   });
-  for (const bad of ['0', '', 'Sun, 06 Nov 1994 08:49:37 UTC', 'sun, 06 nov 1994 08:49:37 GMT', 'Sun 06 Nov 1994 08:49:37 GMT', 'Sun, 06-Nov-1994 08:49:37 GMT', 'Sun, 06 Nov 1994 8:49:37 GMT', 'Sun, 31 Feb 1994 08:49:37 GMT']) {
+  for (const bad of [
+    '0',
+    '',
+    'Sun, 06 Nov 1994 08:49:37 UTC',
+    'sun, 06 nov 1994 08:49:37 GMT',
+    'Sun 06 Nov 1994 08:49:37 GMT',
+    'Sun, 06-Nov-1994 08:49:37 GMT',
+    'Sun, 06 Nov 1994 8:49:37 GMT',
+    'Sun, 31 Feb 1994 08:49:37 GMT',
+  ]) {
     void test(`invalid: ${JSON.stringify(bad)}`, () => assert.equal(parseHttpDate(bad), undefined));
   }
 });
 
 void describe('storability', () => {
-  void test('plain max-age is stored', () => assert.equal(reasonOf({ 'cache-control': 'max-age=60' }), undefined));
+  void test('plain max-age is stored', () =>
+    assert.equal(reasonOf({ 'cache-control': 'max-age=60' }), undefined));
   void test('no-store (any case), even with max-age and Expires', () => {
     assert.equal(reasonOf({ 'cache-control': 'no-store' }), 'no-store');
     assert.equal(reasonOf({ 'cache-control': 'nO-StOrE' }), 'no-store');
-    assert.equal(reasonOf({ 'cache-control': 'no-store, max-age=60', expires: 'Sun, 06 Nov 2094 08:49:37 GMT' }), 'no-store');
+    assert.equal(
+      reasonOf({ 'cache-control': 'no-store, max-age=60', expires: 'Sun, 06 Nov 2094 08:49:37 GMT' }),
+      'no-store',
+    );
   });
   void test('private is not stored by a shared cache; qualified private strips the field', () => {
     assert.equal(reasonOf({ 'cache-control': 'private, max-age=60' }), 'private');
@@ -117,11 +151,25 @@ void describe('storability', () => {
     assert.equal(v.headers['x-other'], '1');
   });
   void test('method', () => {
-    assert.equal(reasonOf({ 'cache-control': 'max-age=60' }, 200, {}, { method: 'POST', headers: {} }), 'method');
-    assert.equal(reasonOf({ 'cache-control': 'max-age=60' }, 200, {}, { method: 'HEAD', headers: {} }), undefined);
+    assert.equal(
+      reasonOf({ 'cache-control': 'max-age=60' }, 200, {}, { method: 'POST', headers: {} }),
+      'method',
+    );
+    assert.equal(
+      reasonOf({ 'cache-control': 'max-age=60' }, 200, {}, { method: 'HEAD', headers: {} }),
+      undefined,
+    );
   });
   void test('request no-store', () => {
-    assert.equal(reasonOf({ 'cache-control': 'max-age=60' }, 200, {}, { method: 'GET', headers: { 'cache-control': 'no-store' } }), 'request-no-store');
+    assert.equal(
+      reasonOf(
+        { 'cache-control': 'max-age=60' },
+        200,
+        {},
+        { method: 'GET', headers: { 'cache-control': 'no-store' } },
+      ),
+      'request-no-store',
+    );
   });
   void test('authorization needs public, s-maxage or must-revalidate', () => {
     const req = { method: 'GET', headers: { authorization: 'Basic x' } };
@@ -150,19 +198,26 @@ void describe('storability', () => {
     assert.equal(q.headers['set-cookie'], undefined);
   });
   void test('statuses: any final status with explicit freshness; heuristic only for cacheable-by-default', () => {
-    for (const s of [200, 203, 204, 299, 301, 302, 303, 307, 308, 400, 404, 410, 499, 500, 502, 503, 504, 599]) {
+    for (const s of [
+      200, 203, 204, 299, 301, 302, 303, 307, 308, 400, 404, 410, 499, 500, 502, 503, 504, 599,
+    ]) {
       assert.equal(reasonOf({ 'cache-control': 'max-age=60' }, s), undefined, `status ${s}`);
     }
     const lm = { date: DATE0, 'last-modified': new Date(T0 - 100_000_000).toUTCString() };
-    for (const s of [201, 202, 403, 502, 503, 504, 599]) assert.equal(reasonOf(lm, s), 'status', `status ${s}`);
-    for (const s of [200, 203, 204, 404, 405, 410, 414, 501]) assert.equal(reasonOf(lm, s), undefined, `status ${s}`);
+    for (const s of [201, 202, 403, 502, 503, 504, 599])
+      assert.equal(reasonOf(lm, s), 'status', `status ${s}`);
+    for (const s of [200, 203, 204, 404, 405, 410, 414, 501])
+      assert.equal(reasonOf(lm, s), undefined, `status ${s}`);
     assert.equal(reasonOf({ ...lm, 'cache-control': 'public' }, 599), undefined);
     assert.equal(reasonOf({ 'cache-control': 'max-age=60' }, 304), 'status');
     assert.equal(reasonOf({ 'cache-control': 'max-age=60' }, 206), 'partial-content');
     assert.equal(reasonOf({ 'cache-control': 'max-age=60' }, 100), 'status');
   });
   void test('must-understand: unknown status not stored; known status ignores no-store', () => {
-    assert.equal(reasonOf({ 'cache-control': 'max-age=60, must-understand, no-store' }, 599), 'must-understand');
+    assert.equal(
+      reasonOf({ 'cache-control': 'max-age=60, must-understand, no-store' }, 599),
+      'must-understand',
+    );
     assert.equal(reasonOf({ 'cache-control': 'max-age=60, must-understand, no-store' }, 200), undefined);
   });
   void test('stale on arrival without a validator is not worth storing', () => {
@@ -182,7 +237,11 @@ void describe('freshness', () => {
     assert.equal(p.ttl(T0 + 4000), 6);
   });
   void test('max-age=0 is never fresh, even with a future Expires', () => {
-    const p = policyOf({ 'cache-control': 'max-age=0', etag: '"a"', expires: new Date(T0 + 3600e3).toUTCString() });
+    const p = policyOf({
+      'cache-control': 'max-age=0',
+      etag: '"a"',
+      expires: new Date(T0 + 3600e3).toUTCString(),
+    });
     assert.equal(kindAt(p, 0), 'revalidate');
   });
   void test('s-maxage takes precedence over max-age in either direction, and over Expires', () => {
@@ -190,10 +249,17 @@ void describe('freshness', () => {
     assert.equal(policyOf({ 'cache-control': 'max-age=3600, s-maxage=1' }).lifetime, 1);
     assert.equal(policyOf({ 'cache-control': ['max-age=3600', 's-maxage=1'] }).lifetime, 1);
     assert.equal(policyOf({ 'cache-control': 'max-age=1, s-maxage=3600' }).lifetime, 3600);
-    assert.equal(policyOf({ 'cache-control': 'max-age=0, s-maxage=3600', expires: 'Sun, 06 Nov 1994 08:49:37 GMT' }).lifetime, 3600);
+    assert.equal(
+      policyOf({ 'cache-control': 'max-age=0, s-maxage=3600', expires: 'Sun, 06 Nov 1994 08:49:37 GMT' })
+        .lifetime,
+      3600,
+    );
   });
   void test('max-age beats a past or invalid Expires', () => {
-    assert.equal(policyOf({ 'cache-control': 'max-age=60', expires: 'Sun, 06 Nov 1994 08:49:37 GMT' }).lifetime, 60);
+    assert.equal(
+      policyOf({ 'cache-control': 'max-age=60', expires: 'Sun, 06 Nov 1994 08:49:37 GMT' }).lifetime,
+      60,
+    );
     assert.equal(policyOf({ 'cache-control': 'max-age=60', expires: '0' }).lifetime, 60);
   });
   void test('Expires minus Date; invalid, repeated or past Expires means stale', () => {
@@ -202,9 +268,15 @@ void describe('freshness', () => {
     assert.equal(lt({ expires: '0' }), 0);
     assert.equal(lt({ expires: 'Sun, 06 Nov 1994 08:49:37 GMT' }), 0);
     assert.equal(lt({ expires: DATE0 }), 0);
-    assert.equal(lt({ expires: [new Date(T0 + 100e3).toUTCString(), new Date(T0 + 100e3).toUTCString()] }), 0);
+    assert.equal(
+      lt({ expires: [new Date(T0 + 100e3).toUTCString(), new Date(T0 + 100e3).toUTCString()] }),
+      0,
+    );
     // Date slow or fast: lifetime is still Expires - Date
-    assert.equal(lt({ date: new Date(T0 - 3600e3).toUTCString(), expires: new Date(T0 - 3500e3).toUTCString() }), 100);
+    assert.equal(
+      lt({ date: new Date(T0 - 3600e3).toUTCString(), expires: new Date(T0 - 3500e3).toUTCString() }),
+      100,
+    );
   });
   void test('Expires with an invalid Date uses the response time', () => {
     assert.equal(policyOf({ date: 'garbage', expires: new Date(T0 + 100e3).toUTCString() }).lifetime, 100);
@@ -214,7 +286,10 @@ void describe('freshness', () => {
     assert.equal(policyOf({ 'cache-control': 'max-age=-1', etag: '"a"' }).lifetime, 0);
   });
   void test('heuristic: 10% of Date - Last-Modified, capped by maxHeuristicTtl', () => {
-    const lm = (s: number): HeaderMap => ({ date: DATE0, 'last-modified': new Date(T0 - s * 1000).toUTCString() });
+    const lm = (s: number): HeaderMap => ({
+      date: DATE0,
+      'last-modified': new Date(T0 - s * 1000).toUTCString(),
+    });
     const p = policyOf(lm(1000));
     assert.equal(p.lifetime, 100);
     assert.equal(p.heuristic, true);
@@ -229,21 +304,44 @@ void describe('freshness', () => {
     assert.equal(p.lifetime, 600);
     assert.equal(reasonOf({ 'cache-control': 'max-age=600', 'cdn-cache-control': 'no-store' }), 'no-store');
     // an empty/garbage targeted field falls back to Cache-Control
-    assert.equal(effectiveCacheControl({ 'cache-control': 'max-age=5', 'cdn-cache-control': '' }, DEFAULT_POLICY_OPTIONS).targetedBy, undefined);
+    assert.equal(
+      effectiveCacheControl({ 'cache-control': 'max-age=5', 'cdn-cache-control': '' }, DEFAULT_POLICY_OPTIONS)
+        .targetedBy,
+      undefined,
+    );
     // Surrogate-Control is off by default, opt-in by configuration
     assert.equal(policyOf({ 'cache-control': 'max-age=5', 'surrogate-control': 'max-age=900' }).lifetime, 5);
     const opts = { targetedFields: ['cdn-cache-control', 'surrogate-control'] };
-    assert.equal(policyOf({ 'cache-control': 'max-age=5', 'surrogate-control': 'max-age=900' }, 200, opts).lifetime, 900);
-    assert.equal(policyOf({ 'cdn-cache-control': 'max-age=60', 'surrogate-control': 'max-age=900' }, 200, opts).lifetime, 60);
+    assert.equal(
+      policyOf({ 'cache-control': 'max-age=5', 'surrogate-control': 'max-age=900' }, 200, opts).lifetime,
+      900,
+    );
+    assert.equal(
+      policyOf({ 'cdn-cache-control': 'max-age=60', 'surrogate-control': 'max-age=900' }, 200, opts).lifetime,
+      60,
+    );
   });
   void test('targeted fields are hidden from clients, hop-by-hop dropped, Age set', () => {
-    const out = clientHeaders({ 'cdn-cache-control': 'max-age=1', 'content-type': 'a', connection: 'close' }, '7', DEFAULT_POLICY_OPTIONS);
+    const out = clientHeaders(
+      { 'cdn-cache-control': 'max-age=1', 'content-type': 'a', connection: 'close' },
+      '7',
+      DEFAULT_POLICY_OPTIONS,
+    );
     assert.deepEqual(out, { 'content-type': 'a', age: '7' });
-    const keep = clientHeaders({ 'cdn-cache-control': 'max-age=1' }, undefined, resolvePolicyOptions({ stripTargetedFields: false }));
+    const keep = clientHeaders(
+      { 'cdn-cache-control': 'max-age=1' },
+      undefined,
+      resolvePolicyOptions({ stripTargetedFields: false }),
+    );
     assert.deepEqual(keep, { 'cdn-cache-control': 'max-age=1' });
   });
   void test('a stored map gives each hit its own copy, filtered as clientHeaders filters it', () => {
-    const stored = { 'cdn-cache-control': 'max-age=1', 'content-type': 'a', connection: 'close', link: ['<a>', '<b>'] };
+    const stored = {
+      'cdn-cache-control': 'max-age=1',
+      'content-type': 'a',
+      connection: 'close',
+      link: ['<a>', '<b>'],
+    };
     const first = storedClientHeaders(stored, '7', DEFAULT_POLICY_OPTIONS);
     assert.deepEqual(first, clientHeaders(stored, '7', DEFAULT_POLICY_OPTIONS));
     // A hook changing one hit's headers (a field, or an array in place) changes nothing stored.
@@ -262,15 +360,29 @@ void describe('freshness', () => {
 void describe('stored hit field list (hits no hook sees)', () => {
   const SLOTS = ['age', '', 'via', '', 'cache-status', ''];
   void test('the fields storedClientHeaders keeps, flat, with the stored length, then empty Age, Via and Cache-Status', () => {
-    const stored = { 'cdn-cache-control': 'max-age=1', 'content-type': 'a', connection: 'close', link: ['<a>', '<b>'] };
+    const stored = {
+      'cdn-cache-control': 'max-age=1',
+      'content-type': 'a',
+      connection: 'close',
+      link: ['<a>', '<b>'],
+    };
     const list = storedHitFieldList(stored, 12, DEFAULT_POLICY_OPTIONS);
     assert.deepEqual(list, ['content-type', 'a', 'link', ['<a>', '<b>'], 'content-length', '12', ...SLOTS]);
     // The same map, made once; another body length (a stored object that changed) makes it again.
     assert.equal(storedHitFieldList(stored, 12, DEFAULT_POLICY_OPTIONS), list);
-    assert.deepEqual(storedHitFieldList(stored, 7, DEFAULT_POLICY_OPTIONS)?.slice(-8, -6), ['content-length', '7']);
+    assert.deepEqual(storedHitFieldList(stored, 7, DEFAULT_POLICY_OPTIONS)?.slice(-8, -6), [
+      'content-length',
+      '7',
+    ]);
     // The origin's own Content-Length is kept, whatever length is asked for.
     const sized = { 'content-length': '3', 'content-type': 'a' };
-    assert.deepEqual(storedHitFieldList(sized, 99, DEFAULT_POLICY_OPTIONS), ['content-length', '3', 'content-type', 'a', ...SLOTS]);
+    assert.deepEqual(storedHitFieldList(sized, 99, DEFAULT_POLICY_OPTIONS), [
+      'content-length',
+      '3',
+      'content-type',
+      'a',
+      ...SLOTS,
+    ]);
   });
   void test('a stored Age, Via or Cache-Status sends the hit through the field map', () => {
     for (const name of HIT_FIELD_SLOTS) {
@@ -294,10 +406,18 @@ void describe('age', () => {
     });
   }
   void test('two Age lines are stale', () => {
-    assert.equal(kindAt(policyOf({ 'cache-control': 'max-age=3600', age: ['0', '0'], etag: '"a"' }), 0), 'revalidate');
+    assert.equal(
+      kindAt(policyOf({ 'cache-control': 'max-age=3600', age: ['0', '0'], etag: '"a"' }), 0),
+      'revalidate',
+    );
   });
   void test('response delay counts; Date is ignored unless useApparentAge', () => {
-    const v = evaluateResponse(GET, { status: 200, headers: { 'cache-control': 'max-age=60' } }, { requestTime: T0 - 2000, responseTime: T0 }, DEFAULT_POLICY_OPTIONS);
+    const v = evaluateResponse(
+      GET,
+      { status: 200, headers: { 'cache-control': 'max-age=60' } },
+      { requestTime: T0 - 2000, responseTime: T0 },
+      DEFAULT_POLICY_OPTIONS,
+    );
     assert.ok(v.storable);
     assert.equal(v.policy.initialAge, 2);
     const old = { 'cache-control': 'max-age=60', date: new Date(T0 - 30e3).toUTCString() };
@@ -305,7 +425,10 @@ void describe('age', () => {
     assert.equal(policyOf(old, 200, { useApparentAge: true }).initialAge, 30);
   });
   void test('Age header is capped at 2^31', () => {
-    assert.equal(policyOf({ 'cache-control': 'max-age=1', age: '99999999999', etag: '"a"' }).ageHeader(T0), '2147483648');
+    assert.equal(
+      policyOf({ 'cache-control': 'max-age=1', age: '99999999999', etag: '"a"' }).ageHeader(T0),
+      '2147483648',
+    );
   });
 });
 
@@ -331,11 +454,15 @@ void describe('lookup decision', () => {
     assert.equal(reason({ 'cache-control': 'min-fresh=95' }), 'request-min-fresh');
     assert.equal(reason({ 'cache-control': 'min-fresh=50' }), 'fresh');
     // request directives can be switched off (nginx/Varnish behaviour)
-    const d = p.evaluate(parseRequestCacheControl({ 'cache-control': 'no-cache' }), T0, resolvePolicyOptions({ requestDirectives: false }));
+    const d = p.evaluate(
+      parseRequestCacheControl({ 'cache-control': 'no-cache' }),
+      T0,
+      resolvePolicyOptions({ requestDirectives: false }),
+    );
     assert.equal(d.kind, 'fresh');
   });
   void test('max-stale allows stale unless must-revalidate', () => {
-    const p = policyOf({ 'cache-control': 'max-age=10' , etag: '"a"'});
+    const p = policyOf({ 'cache-control': 'max-age=10', etag: '"a"' });
     assert.equal(kindAt(p, 15, { 'cache-control': 'max-stale=10' }), 'stale-allowed');
     assert.equal(kindAt(p, 25, { 'cache-control': 'max-stale=10' }), 'revalidate');
     assert.equal(kindAt(p, 9999, { 'cache-control': 'max-stale' }), 'stale-allowed');
@@ -347,7 +474,11 @@ void describe('lookup decision', () => {
     assert.equal(kindAt(p, 5), 'fresh');
     assert.equal(kindAt(p, 15), 'stale-while-revalidate');
     assert.equal(kindAt(p, 31), 'revalidate');
-    for (const cc of ['max-age=10, stale-while-revalidate=20, must-revalidate', 'max-age=10, stale-while-revalidate=20, proxy-revalidate', 's-maxage=10, stale-while-revalidate=20']) {
+    for (const cc of [
+      'max-age=10, stale-while-revalidate=20, must-revalidate',
+      'max-age=10, stale-while-revalidate=20, proxy-revalidate',
+      's-maxage=10, stale-while-revalidate=20',
+    ]) {
       assert.equal(kindAt(policyOf({ 'cache-control': cc }), 15), 'revalidate', cc);
     }
   });
@@ -360,9 +491,23 @@ void describe('lookup decision', () => {
     assert.equal(d.kind === 'revalidate' && d.staleIfErrorUntil, T0 + 70e3);
     const q = policyOf({ 'cache-control': 'max-age=10', etag: '"a"' });
     assert.equal(q.staleIfErrorUntil(undefined, DEFAULT_POLICY_OPTIONS), 0);
-    assert.equal(q.staleIfErrorUntil(parseRequestCacheControl({ 'cache-control': 'stale-if-error=5' }), DEFAULT_POLICY_OPTIONS), T0 + 15e3);
-    assert.equal(q.staleIfErrorUntil(undefined, resolvePolicyOptions({ defaultStaleIfError: 100 })), T0 + 110e3);
-    for (const cc of ['max-age=10, stale-if-error=60, must-revalidate', 'max-age=10, stale-if-error=60, proxy-revalidate', 's-maxage=10, stale-if-error=60', 'max-age=10, stale-if-error=60, no-cache']) {
+    assert.equal(
+      q.staleIfErrorUntil(
+        parseRequestCacheControl({ 'cache-control': 'stale-if-error=5' }),
+        DEFAULT_POLICY_OPTIONS,
+      ),
+      T0 + 15e3,
+    );
+    assert.equal(
+      q.staleIfErrorUntil(undefined, resolvePolicyOptions({ defaultStaleIfError: 100 })),
+      T0 + 110e3,
+    );
+    for (const cc of [
+      'max-age=10, stale-if-error=60, must-revalidate',
+      'max-age=10, stale-if-error=60, proxy-revalidate',
+      's-maxage=10, stale-if-error=60',
+      'max-age=10, stale-if-error=60, no-cache',
+    ]) {
       const r = policyOf({ 'cache-control': cc, etag: '"a"' });
       assert.equal(r.staleIfErrorUntil(undefined, DEFAULT_POLICY_OPTIONS), 0, cc);
     }
@@ -377,9 +522,17 @@ void describe('lookup decision', () => {
 void describe('storage', () => {
   void test('expiresAt = stale time + longest stale window + grace for validators', () => {
     const opts = resolvePolicyOptions({ revalidateGrace: 100 });
-    assert.equal(policyOf({ 'cache-control': 'max-age=10, stale-while-revalidate=30, stale-if-error=50' }).expiresAt(opts), T0 + 60e3);
+    assert.equal(
+      policyOf({ 'cache-control': 'max-age=10, stale-while-revalidate=30, stale-if-error=50' }).expiresAt(
+        opts,
+      ),
+      T0 + 60e3,
+    );
     assert.equal(policyOf({ 'cache-control': 'max-age=10', etag: '"a"' }).expiresAt(opts), T0 + 110e3);
-    assert.equal(policyOf({ 'cache-control': 'max-age=10, stale-if-error=50, must-revalidate' }).expiresAt(opts), T0 + 10e3);
+    assert.equal(
+      policyOf({ 'cache-control': 'max-age=10, stale-if-error=50, must-revalidate' }).expiresAt(opts),
+      T0 + 10e3,
+    );
     assert.equal(policyOf({ 'cache-control': 'max-age=10', age: '4' }).expiresAt(opts), T0 + 6e3);
   });
   void test('serialisation round-trips through JSON; garbage is rejected', () => {
@@ -395,14 +548,37 @@ void describe('storage', () => {
   void test('headers to store drop hop-by-hop and Connection-listed fields, keep the rest', () => {
     const h = headersToStore(
       {
-        connection: 'a, B', a: '1', b: '2', c: '3', 'keep-alive': 'x', 'proxy-authenticate': 'x', 'proxy-authentication-info': 'x',
-        'proxy-authorization': 'x', 'proxy-connection': 'x', te: 'x', 'transfer-encoding': 'chunked', upgrade: 'x',
-        'set-cookie2': 'x', 'content-md5': 'x', 'x-frame-options': 'x', 'clear-site-data': 'x', 'content-range': 'x', 'cache-control': 'max-age=1',
+        connection: 'a, B',
+        a: '1',
+        b: '2',
+        c: '3',
+        'keep-alive': 'x',
+        'proxy-authenticate': 'x',
+        'proxy-authentication-info': 'x',
+        'proxy-authorization': 'x',
+        'proxy-connection': 'x',
+        te: 'x',
+        'transfer-encoding': 'chunked',
+        upgrade: 'x',
+        'set-cookie2': 'x',
+        'content-md5': 'x',
+        'x-frame-options': 'x',
+        'clear-site-data': 'x',
+        'content-range': 'x',
+        'cache-control': 'max-age=1',
       },
       parseCacheControl('max-age=1'),
       DEFAULT_POLICY_OPTIONS,
     );
-    assert.deepEqual(Object.keys(h).sort(), ['c', 'cache-control', 'clear-site-data', 'content-md5', 'content-range', 'set-cookie2', 'x-frame-options']);
+    assert.deepEqual(Object.keys(h).sort(), [
+      'c',
+      'cache-control',
+      'clear-site-data',
+      'content-md5',
+      'content-range',
+      'set-cookie2',
+      'x-frame-options',
+    ]);
   });
   void test('newObjectMeta carries tags, status, policy and expiry', () => {
     const v = verdict({ 'cache-control': 'max-age=10', 'surrogate-key': 'a b', 'cache-tag': 'b,c' });
@@ -414,25 +590,65 @@ void describe('storage', () => {
     assert.equal(m.expiresAt, T0 + 10e3);
   });
   void test('surrogate keys', () => {
-    assert.deepEqual(surrogateKeys({ 'surrogate-key': '  k1   k2 k1 ', 'cache-tag': ' t1 , k2,, t2' }), ['k1', 'k2', 't1', 't2']);
+    assert.deepEqual(surrogateKeys({ 'surrogate-key': '  k1   k2 k1 ', 'cache-tag': ' t1 , k2,, t2' }), [
+      'k1',
+      'k2',
+      't1',
+      't2',
+    ]);
     assert.deepEqual(surrogateKeys({}), []);
   });
 });
 
 void describe('revalidation', () => {
   void test('conditional headers from stored validators', () => {
-    assert.deepEqual(revalidationHeaders({ etag: '"a"', 'last-modified': DATE0 }), { ifNoneMatch: '"a"', ifModifiedSince: DATE0 });
-    assert.deepEqual(revalidationHeaders({ etag: 'W/"a"' }), { ifNoneMatch: 'W/"a"', ifModifiedSince: undefined });
-    assert.deepEqual(revalidationHeaders({ 'last-modified': 'bogus' }), { ifNoneMatch: undefined, ifModifiedSince: undefined });
+    assert.deepEqual(revalidationHeaders({ etag: '"a"', 'last-modified': DATE0 }), {
+      ifNoneMatch: '"a"',
+      ifModifiedSince: DATE0,
+    });
+    assert.deepEqual(revalidationHeaders({ etag: 'W/"a"' }), {
+      ifNoneMatch: 'W/"a"',
+      ifModifiedSince: undefined,
+    });
+    assert.deepEqual(revalidationHeaders({ 'last-modified': 'bogus' }), {
+      ifNoneMatch: undefined,
+      ifModifiedSince: undefined,
+    });
   });
   void test('304 merge: new and changed fields win; body-describing fields and ETag do not', () => {
-    const stored = { 'content-length': '10', 'content-encoding': 'gzip', 'content-type': 'text/a', etag: '"a"', 'x-test': 'A', 'cache-control': 'max-age=1', vary: 'accept' };
+    const stored = {
+      'content-length': '10',
+      'content-encoding': 'gzip',
+      'content-type': 'text/a',
+      etag: '"a"',
+      'x-test': 'A',
+      'cache-control': 'max-age=1',
+      vary: 'accept',
+    };
     const merged = mergeNotModified(stored, {
-      'content-length': '0', 'content-encoding': 'br', 'content-type': 'text/b', etag: 'W/"a"', 'x-test': 'B', 'x-new': 'N',
-      'cache-control': 'max-age=60', connection: 'x-hop', 'x-hop': '1', 'transfer-encoding': 'chunked', 'content-md5': 'm', 'content-range': 'r', vary: 'cookie',
+      'content-length': '0',
+      'content-encoding': 'br',
+      'content-type': 'text/b',
+      etag: 'W/"a"',
+      'x-test': 'B',
+      'x-new': 'N',
+      'cache-control': 'max-age=60',
+      connection: 'x-hop',
+      'x-hop': '1',
+      'transfer-encoding': 'chunked',
+      'content-md5': 'm',
+      'content-range': 'r',
+      vary: 'cookie',
     });
     assert.deepEqual(merged, {
-      'content-length': '10', 'content-encoding': 'gzip', 'content-type': 'text/b', etag: '"a"', 'x-test': 'B', 'x-new': 'N', 'cache-control': 'max-age=60', vary: 'accept',
+      'content-length': '10',
+      'content-encoding': 'gzip',
+      'content-type': 'text/b',
+      etag: '"a"',
+      'x-test': 'B',
+      'x-new': 'N',
+      'cache-control': 'max-age=60',
+      vary: 'accept',
     });
   });
   void test('304 selection (RFC 9111 §4.3.4)', () => {
@@ -443,18 +659,33 @@ void describe('revalidation', () => {
     assert.equal(notModifiedMatches({ etag: '"a"' }, { etag: 'W/"a"' }), true);
     assert.equal(notModifiedMatches({}, { etag: '"a"' }), false);
     assert.equal(notModifiedMatches({ 'last-modified': DATE0 }, { 'last-modified': DATE0 }), true);
-    assert.equal(notModifiedMatches({ 'last-modified': DATE0 }, { 'last-modified': 'Sun, 06 Nov 1994 08:49:37 GMT' }), false);
+    assert.equal(
+      notModifiedMatches({ 'last-modified': DATE0 }, { 'last-modified': 'Sun, 06 Nov 1994 08:49:37 GMT' }),
+      false,
+    );
     assert.equal(notModifiedMatches({ etag: '"a"' }, {}), true);
   });
   void test('revalidatedPolicy freshens from the 304 time and keeps the stored status', () => {
     const stored = { status: 200, headers: { 'cache-control': 'max-age=1', etag: '"a"', 'x-a': '1' } };
-    const v = revalidatedPolicy(GET, stored, { status: 304, headers: { 'cache-control': 'max-age=60', etag: '"a"' } }, { requestTime: T0 + 5000, responseTime: T0 + 5000 }, DEFAULT_POLICY_OPTIONS);
+    const v = revalidatedPolicy(
+      GET,
+      stored,
+      { status: 304, headers: { 'cache-control': 'max-age=60', etag: '"a"' } },
+      { requestTime: T0 + 5000, responseTime: T0 + 5000 },
+      DEFAULT_POLICY_OPTIONS,
+    );
     assert.ok(v.storable);
     assert.equal(v.policy.status, 200);
     assert.equal(v.policy.lifetime, 60);
     assert.equal(v.policy.evaluate(undefined, T0 + 10e3, DEFAULT_POLICY_OPTIONS).kind, 'fresh');
     assert.equal(v.headers['x-a'], '1');
-    const gone = revalidatedPolicy(GET, stored, { status: 304, headers: { 'cache-control': 'no-store' } }, { requestTime: T0, responseTime: T0 }, DEFAULT_POLICY_OPTIONS);
+    const gone = revalidatedPolicy(
+      GET,
+      stored,
+      { status: 304, headers: { 'cache-control': 'no-store' } },
+      { requestTime: T0, responseTime: T0 },
+      DEFAULT_POLICY_OPTIONS,
+    );
     assert.equal(gone.storable ? '' : gone.reason, 'no-store');
   });
 });
@@ -462,9 +693,14 @@ void describe('revalidation', () => {
 void describe('invalidation (RFC 9111 §4.4)', () => {
   void test('unsafe methods with 2xx/3xx invalidate the URI, Location and Content-Location', () => {
     for (const m of ['POST', 'PUT', 'DELETE', 'M-SEARCH', 'PATCH']) {
-      assert.deepEqual(invalidationKeys(m, 'http://a.test/p?q=1', 200, { location: '/l', 'content-location': 'http://A.test:80/cl' }), [
-        'http://a.test/p?q=1', 'http://a.test/l', 'http://a.test/cl',
-      ], m);
+      assert.deepEqual(
+        invalidationKeys(m, 'http://a.test/p?q=1', 200, {
+          location: '/l',
+          'content-location': 'http://A.test:80/cl',
+        }),
+        ['http://a.test/p?q=1', 'http://a.test/l', 'http://a.test/cl'],
+        m,
+      );
     }
   });
   void test('safe methods and errors invalidate nothing', () => {
@@ -475,6 +711,12 @@ void describe('invalidation (RFC 9111 §4.4)', () => {
     assert.deepEqual(invalidationKeys('POST', 'http://a.test/p', 303, {}), ['http://a.test/p']);
   });
   void test('cross-origin Location is ignored', () => {
-    assert.deepEqual(invalidationKeys('POST', 'http://a.test/p', 201, { location: 'http://b.test/x', 'content-location': 'https://a.test/x' }), ['http://a.test/p']);
+    assert.deepEqual(
+      invalidationKeys('POST', 'http://a.test/p', 201, {
+        location: 'http://b.test/x',
+        'content-location': 'https://a.test/x',
+      }),
+      ['http://a.test/p'],
+    );
   });
 });

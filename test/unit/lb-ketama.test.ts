@@ -37,11 +37,17 @@ function referenceRing(servers: readonly KetamaServer[]): { hash: number; server
     }
   }
   points.sort((a, b) => a.hash - b.hash || a.seq - b.seq);
-  return points.filter((p, i) => i === 0 || points[i - 1]!.hash !== p.hash).map(({ hash, server }) => ({ hash, server }));
+  return points
+    .filter((p, i) => i === 0 || points[i - 1]!.hash !== p.hash)
+    .map(({ hash, server }) => ({ hash, server }));
 }
 
 /** Literal transcription of nginx's lookup and walk over the reference ring. */
-function referenceSelect(ring: readonly { hash: number; server: string }[], key: Buffer, usable: (s: string) => boolean): string | undefined {
+function referenceSelect(
+  ring: readonly { hash: number; server: string }[],
+  key: Buffer,
+  usable: (s: string) => boolean,
+): string | undefined {
   const hash = zlibCrc32(key);
   let i = 0;
   let j = ring.length;
@@ -63,7 +69,17 @@ function referenceSelect(ring: readonly { hash: number; server: string }[], key:
 
 void describe('crc32', () => {
   void test('matches zlib for strings (as UTF-8, including astral and lone surrogates) and bytes', () => {
-    const samples = ['', 'a', '123456789', 'héllo wörld', '日本語', '😀 emoji', 'lone \ud800 surrogate', 'end \udc00', 'x'.repeat(1000)];
+    const samples = [
+      '',
+      'a',
+      '123456789',
+      'héllo wörld',
+      '日本語',
+      '😀 emoji',
+      'lone \ud800 surrogate',
+      'end \udc00',
+      'x'.repeat(1000),
+    ];
     for (const s of samples) {
       assert.equal(crc32(s), zlibCrc32(Buffer.from(s, 'utf8')), JSON.stringify(s));
       assert.equal(crc32(Buffer.from(s)), zlibCrc32(Buffer.from(s)));
@@ -120,7 +136,10 @@ void describe('Ketama ring', () => {
   void test('selectWith walks on like nginx when servers are down', () => {
     const ring = new Ketama(servers);
     const ref = referenceRing(servers);
-    const downSets = [new Set(['127.0.0.1:9002']), new Set(['127.0.0.1:9001', 'backend.example.com', '[::1]:8080'])];
+    const downSets = [
+      new Set(['127.0.0.1:9002']),
+      new Set(['127.0.0.1:9001', 'backend.example.com', '[::1]:8080']),
+    ];
     for (const down of downSets) {
       const usable = (s: string): boolean => !down.has(s);
       for (let i = 0; i < 3000; i++) {
@@ -149,7 +168,10 @@ void describe('Ketama ring', () => {
   void test('selectWith is re-entrant', () => {
     const ring = new Ketama(servers);
     const outer = ring.selectWith('outer', (s) => {
-      assert.equal(ring.selectWith('inner', (t) => t === '127.0.0.1:9001'), '127.0.0.1:9001');
+      assert.equal(
+        ring.selectWith('inner', (t) => t === '127.0.0.1:9001'),
+        '127.0.0.1:9001',
+      );
       return s === 'backend.example.com';
     });
     assert.equal(outer, 'backend.example.com');
@@ -157,7 +179,10 @@ void describe('Ketama ring', () => {
 
   void test('invalid configurations are rejected with CAIRN_ERR_CONFIG_INVALID', () => {
     for (const bad of [[], [{ server: 'a:1', weight: 0 }], [{ server: 'a:1', weight: 1.5 }]]) {
-      assert.throws(() => new Ketama(bad), (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID');
+      assert.throws(
+        () => new Ketama(bad),
+        (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID',
+      );
     }
   });
 });

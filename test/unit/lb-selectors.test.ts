@@ -98,7 +98,10 @@ for (const algorithm of ALGORITHMS) {
         } else {
           // Random: 4 sigma is < 3% here; ketama: 160 points per weight unit put shares within ~25%.
           const tolerance = algorithm === 'ketama' ? 0.25 : 0.05;
-          assert.ok(Math.abs(actual - expected) <= expected * tolerance, `${list[i]!.id}: ${actual} vs ${expected}`);
+          assert.ok(
+            Math.abs(actual - expected) <= expected * tolerance,
+            `${list[i]!.id}: ${actual} vs ${expected}`,
+          );
         }
       }
     });
@@ -116,7 +119,11 @@ for (const algorithm of ALGORITHMS) {
         const expected = (n * weights[i]!) / 7;
         const actual = got.get(list[i]) ?? 0;
         if (EXACT.has(algorithm)) assert.equal(actual, expected);
-        else assert.ok(Math.abs(actual - expected) <= expected * (algorithm === 'ketama' ? 0.35 : 0.05), `${actual} vs ${expected}`);
+        else
+          assert.ok(
+            Math.abs(actual - expected) <= expected * (algorithm === 'ketama' ? 0.35 : 0.05),
+            `${actual} vs ${expected}`,
+          );
       }
     });
 

@@ -37,7 +37,14 @@ function isPending(p: Promise<unknown>): Promise<boolean> {
 void describe('Upstream', () => {
   void test('select spreads over backends and counts selections', () => {
     const u = upstream();
-    assert.deepEqual(pickIds(u, 6), ['10.0.0.1:80', '10.0.0.2:80', '10.0.0.3:80', '10.0.0.1:80', '10.0.0.2:80', '10.0.0.3:80']);
+    assert.deepEqual(pickIds(u, 6), [
+      '10.0.0.1:80',
+      '10.0.0.2:80',
+      '10.0.0.3:80',
+      '10.0.0.1:80',
+      '10.0.0.2:80',
+      '10.0.0.3:80',
+    ]);
     assert.deepEqual(
       u.snapshot().backends.map((b) => b.selections),
       [2, 2, 2],
@@ -67,7 +74,10 @@ void describe('Upstream', () => {
     assert.equal(changes.length, 2);
     assert.ok(!pickIds(u, 30).includes('10.0.0.1:80'));
     assert.ok(pickIds(u, 30).includes('10.0.0.4:80'));
-    assert.throws(() => u.add({ address: '10.0.0.2:80' }), (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID');
+    assert.throws(
+      () => u.add({ address: '10.0.0.2:80' }),
+      (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID',
+    );
   });
 
   void test('drain: no new selections, resolves once in-flight requests end, then removes', async () => {
@@ -117,7 +127,10 @@ void describe('Upstream', () => {
     assert.ok(u.setWeight('10.0.0.1:80', 3));
     const ids = pickIds(u, 50);
     assert.equal(ids.filter((id) => id === '10.0.0.1:80').length, 30);
-    assert.throws(() => u.setWeight('10.0.0.1:80', 0), (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID');
+    assert.throws(
+      () => u.setWeight('10.0.0.1:80', 0),
+      (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID',
+    );
   });
 
   void test('selectFor uses the hashKey function', () => {
@@ -141,7 +154,10 @@ void describe('Upstream', () => {
     const selector = u.selector;
     const event = once(u, 'health');
     u.setHealthy('10.0.0.2:80', false);
-    assert.deepEqual(((await event) as [Backend, boolean]).map((x) => (typeof x === 'boolean' ? x : x.id)), ['10.0.0.2:80', false]);
+    assert.deepEqual(
+      ((await event) as [Backend, boolean]).map((x) => (typeof x === 'boolean' ? x : x.id)),
+      ['10.0.0.2:80', false],
+    );
     assert.equal(u.selector, selector);
     assert.ok(!pickIds(u, 30).includes('10.0.0.2:80'));
     assert.equal(u.snapshot().backends[1]!.state, 'down');
@@ -247,8 +263,14 @@ void describe('circuit breaker', () => {
   });
 
   void test('invalid options are rejected', () => {
-    assert.throws(() => upstream({ breaker: { errorRatio: 0 } }), (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID');
-    assert.throws(() => upstream({ passive: { maxFails: -1 } }), (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID');
+    assert.throws(
+      () => upstream({ breaker: { errorRatio: 0 } }),
+      (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID',
+    );
+    assert.throws(
+      () => upstream({ passive: { maxFails: -1 } }),
+      (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID',
+    );
     assert.throws(
       () => upstream({ algorithm: 'fastest' as unknown as 'random' }),
       (e) => isCairnError(e) && e.code === 'CAIRN_ERR_CONFIG_INVALID',
