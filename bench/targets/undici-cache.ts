@@ -11,7 +11,7 @@ import http from 'node:http';
 import { proxyTargetArgs } from '../lib/target-args.ts';
 import { Agent, interceptors } from 'undici';
 
-const { port, origin } = proxyTargetArgs('undici-cache');
+const { port, origin, host } = proxyTargetArgs('undici-cache');
 
 const dispatcher = new Agent({ connections: 128, keepAliveTimeout: 60_000 }).compose(interceptors.cache());
 
@@ -45,7 +45,7 @@ const server = http.createServer({ keepAlive: true }, onRequest);
 server.keepAliveTimeout = 120_000;
 server.headersTimeout = 125_000;
 server.requestTimeout = 0;
-server.listen(port, '127.0.0.1');
+server.listen(port, host);
 
 const stop = (): void => {
   server.close();
