@@ -25,15 +25,9 @@ export const RELAY_TIMEOUT_MS = 5_000;
 /** Set by `serve()` in the workers it forks, so a plain `node:cluster` worker relays nothing. */
 export const CLUSTER_WORKER_ENV = 'CAIRN_WORKER';
 
-interface PurgeRequest {
-  readonly cairn: 'purge';
-  readonly id: number;
-  readonly cache: number;
-  readonly kind: PurgeKind;
-  readonly value: string;
-}
-interface PurgeApply {
-  readonly cairn: 'purge-apply';
+/** 'purge': a worker asks the primary to relay; 'purge-apply': the primary asks a worker to apply. */
+interface PurgeOrder {
+  readonly cairn: 'purge' | 'purge-apply';
   readonly id: number;
   readonly cache: number;
   readonly kind: PurgeKind;
@@ -49,7 +43,7 @@ interface PurgeResult {
   readonly id: number;
   readonly purged: readonly number[];
 }
-type RelayMessage = PurgeRequest | PurgeApply | PurgeApplied | PurgeResult;
+type RelayMessage = PurgeOrder | PurgeApplied | PurgeResult;
 
 const KINDS: ReadonlySet<unknown> = new Set<PurgeKind>(['key', 'tag', 'prefix']);
 
@@ -108,7 +102,7 @@ export function purgeElsewhere(
   if (isRelayingWorker()) {
     if (process.send === undefined) return undefined;
     const id = nextId++;
-    const message: PurgeRequest = { cairn: 'purge', id, cache, kind, value };
+    const message: PurgeOrder = { cairn: 'purge', id, cache, kind, value };
     return awaitReply(id, () => process.send?.(message), RELAY_TIMEOUT_MS + 1_000);
   }
   if (primaryRelaying) return fanOut(undefined, cache, kind, value);
@@ -146,7 +140,7 @@ async function fanOut(
   const answers = await Promise.all(
     targets.map((worker) => {
       const id = nextId++;
-      const message: PurgeApply = { cairn: 'purge-apply', id, cache, kind, value };
+      const message: PurgeOrder = { cairn: 'purge-apply', id, cache, kind, value };
       return awaitReply(id, () => worker.send(message), RELAY_TIMEOUT_MS, worker);
     }),
   );

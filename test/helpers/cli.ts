@@ -11,6 +11,8 @@
  *   once the process has exited and its output has been read.
  *   Killed by PID with SIGKILL in `t.after` if it is still running.
  * - `runCli(args, options?)`: run to completion (for bad configs) → `{ code, stdout, stderr }`.
+ * - `startTwoWorkers(t, origin, extra?)`: the CLI with `--workers 2` and an admin listener, once
+ *   the primary logs `cluster listening` → `{ cli, url, adminUrl }`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -153,4 +155,29 @@ export async function runCli(args: readonly string[], options: CliOptions = {}):
   const { code } = await cli.exited;
   for (const cleanup of cleanups) await cleanup();
   return { code, stdout: cli.stdout(), stderr: cli.stderr() };
+}
+
+/** The CLI proxying to `origin` with `--workers 2` and an admin listener, once the cluster listens. */
+export async function startTwoWorkers(
+  t: Cleanup,
+  origin: string,
+  extra: readonly string[] = [],
+): Promise<{ cli: CliProcess; url: string; adminUrl: string }> {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const cli = startCli(t, [
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--admin',
+    `127.0.0.1:${adminPort}`,
+    '--origin',
+    origin,
+    '--workers',
+    '2',
+    '--log-level',
+    'info',
+    ...extra,
+  ]);
+  await cli.waitForLog('cluster listening');
+  return { cli, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}` };
 }

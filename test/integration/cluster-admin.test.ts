@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { freePort, startCli } from '../helpers/cli.ts';
+import { startTwoWorkers } from '../helpers/cli.ts';
 import { httpRequest, startOrigin } from '../helpers/servers.ts';
 
 test(
@@ -19,24 +19,9 @@ test(
       });
     const a = await named('a');
     const b = await named('b');
-    const port = await freePort();
-    const adminPort = await freePort();
-    const cli = startCli(t, [
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--admin',
-      `127.0.0.1:${adminPort}`,
-      '--origin',
-      a.url,
-      '--workers',
-      '2',
-      '--log-level',
-      'info',
-    ]);
-    await cli.waitForLog('cluster listening');
-    const url = `http://127.0.0.1:${port}`;
+    const { cli, url, adminUrl } = await startTwoWorkers(t, a.url);
     const admin = (method: string, path: string, body?: unknown) =>
-      httpRequest(`http://127.0.0.1:${adminPort}${path}`, {
+      httpRequest(`${adminUrl}${path}`, {
         method,
         headers: { 'content-type': 'application/json' },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),

@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { freePort, startCli, type CliProcess } from '../helpers/cli.ts';
+import { startTwoWorkers, type CliProcess } from '../helpers/cli.ts';
 import { httpRequest, startOrigin, type LogLine } from '../helpers/servers.ts';
 import { statusOf, tempDir } from '../helpers/cache.ts';
 
@@ -74,24 +74,7 @@ test(
       res.end(body);
     });
     const dir = await tempDir(t);
-    const port = await freePort();
-    const adminPort = await freePort();
-    const cli = startCli(t, [
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--admin',
-      `127.0.0.1:${adminPort}`,
-      '--origin',
-      origin.url,
-      '--cache-dir',
-      dir,
-      '--workers',
-      '2',
-      '--log-level',
-      'info',
-    ]);
-    await cli.waitForLog('cluster listening');
-    const url = `http://127.0.0.1:${port}`;
+    const { cli, url, adminUrl } = await startTwoWorkers(t, origin.url, ['--cache-dir', dir]);
 
     // 1. A PURGE request: one worker takes it, the other must drop its memory copy too.
     const a = await hitInBothWorkers(cli, url, '/a');
@@ -102,7 +85,7 @@ test(
 
     // 2. The admin API, which the primary serves: it holds no requests' objects itself.
     const b = await hitInBothWorkers(cli, url, '/b');
-    const admin = await httpRequest(`http://127.0.0.1:${adminPort}/purge`, {
+    const admin = await httpRequest(`${adminUrl}/purge`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ url: `${url}/b` }),
