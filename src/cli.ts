@@ -18,6 +18,7 @@ import type { UpstreamGroupOptions } from '../hooks/index.ts';
 import { HttpCache } from '../cache/http-cache.ts';
 import type { CairnConfig, UpstreamGroupConfig } from './config.ts';
 import { loadConfigFile, upstreamGroupsOf, validateConfig } from './config.ts';
+import { announceConfigReload } from './cluster-admin.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { startDemoOrigin } from './demo-origin.ts';
 import { isCairnError } from './errors.ts';
@@ -232,7 +233,12 @@ export async function main(argv: readonly string[]): Promise<number> {
           if (next === 'help') throw new Error('unexpected --help');
           return next;
         },
-        apply: (next: CairnConfig) => applyConfig(proxy, config, next, server.logger),
+        apply: (next: CairnConfig) => {
+          const changes = applyConfig(proxy, config, next, server.logger);
+          // The file is the state again: the primary stops replaying earlier API changes to new workers.
+          announceConfigReload();
+          return changes;
+        },
         logger: server.logger,
       });
     }

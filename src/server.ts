@@ -266,7 +266,7 @@ async function serveProcess<Ctx>(proxy: ProxyHttp<Ctx>, options: ServeOptions): 
         metrics.registry.contentType,
       );
       options.adminRoutes?.(own);
-      if (own.hasEveryWorkerRoutes) closeWorkerAdmin = await serveWorkerAdmin(own);
+      if (own.hasEveryWorkerRoutes) closeWorkerAdmin = await serveWorkerAdmin(own, logger);
     }
   } else if (options.admin !== undefined && options.admin !== false) {
     admin = new AdminServer(
@@ -536,7 +536,7 @@ async function servePrimary(count: number, options: ServeOptions): Promise<Cairn
   relayPurgesAsPrimary();
   // Made before the workers fork: each tells it where its private admin socket is as it starts.
   const adminRelay =
-    options.admin !== undefined && options.admin !== false ? new WorkerAdminRelay() : undefined;
+    options.admin !== undefined && options.admin !== false ? new WorkerAdminRelay(logger) : undefined;
   let bound: ListenAddress | undefined;
   const fork = (): Worker => {
     const worker = cluster.fork({ [CLUSTER_WORKER_ENV]: '1' });

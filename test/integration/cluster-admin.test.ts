@@ -1,37 +1,49 @@
 /**
  * The upstream API under `--workers`: each worker holds its own upstream groups, and the primary
  * serves the admin listener but no requests, so it forwards each `/upstreams` request to every
- * worker. A backend added and one removed through the API change where both workers send traffic.
+ * worker. A backend added and one removed through the API change where both workers send traffic,
+ * and still do after a worker is killed and replaced by one started from the config.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { startTwoWorkers } from '../helpers/cli.ts';
-import { httpRequest, startOrigin } from '../helpers/servers.ts';
+import { httpRequest, startOrigin, type Cleanup } from '../helpers/servers.ts';
+
+/** An origin that answers every request with its own name. */
+function named(t: Cleanup, name: string) {
+  return startOrigin(t, (_req, res) => {
+    res.writeHead(200, { 'cache-control': 'no-store', 'content-length': name.length });
+    res.end(name);
+  });
+}
+
+/** The admin API at `adminUrl`: requests, and the ids of the default group's backends. */
+function upstreamApi(adminUrl: string) {
+  const call = (method: string, path: string, body?: unknown) =>
+    httpRequest(`${adminUrl}${path}`, {
+      method,
+      headers: { 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+  const backends = async (): Promise<string[]> => {
+    const res = await call('GET', '/upstreams/default');
+    assert.equal(res.status, 200, res.body.toString());
+    const group = JSON.parse(res.body.toString()) as { backends: { id: string; address: string }[] };
+    return group.backends.map((x) => x.id);
+  };
+  return { call, backends };
+}
 
 test(
   'with --workers 2 the upstream API changes the backends of both workers',
   { timeout: 90_000 },
   async (t) => {
-    const named = (name: string) =>
-      startOrigin(t, (_req, res) => {
-        res.writeHead(200, { 'cache-control': 'no-store', 'content-length': name.length });
-        res.end(name);
-      });
-    const a = await named('a');
-    const b = await named('b');
+    const a = await named(t, 'a');
+    const b = await named(t, 'b');
     const { cli, url, adminUrl } = await startTwoWorkers(t, a.url);
-    const admin = (method: string, path: string, body?: unknown) =>
-      httpRequest(`${adminUrl}${path}`, {
-        method,
-        headers: { 'content-type': 'application/json' },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-    const backends = async (): Promise<string[]> => {
-      const res = await admin('GET', '/upstreams/default');
-      assert.equal(res.status, 200, res.body.toString());
-      const group = JSON.parse(res.body.toString()) as { backends: { id: string; address: string }[] };
-      return group.backends.map((x) => x.id);
-    };
+    const { call: admin, backends } = upstreamApi(adminUrl);
 
     const [original] = await backends();
     assert.ok(original !== undefined);
@@ -58,6 +70,51 @@ test(
     // A bad request is refused the same way by every worker: their common answer, not a 502.
     const bad = await admin('PATCH', '/upstreams/default', { algorithm: 'fastest' });
     assert.equal(bad.status, 400, bad.body.toString());
+
+    process.kill(cli.pid, 'SIGTERM');
+    assert.deepEqual(await cli.exited, { code: 0, signal: null });
+  },
+);
+
+test(
+  'a worker started after one was killed gets the upstream changes the others took, and the dead one leaves no socket behind',
+  { timeout: 90_000 },
+  async (t) => {
+    const a = await named(t, 'a');
+    const b = await named(t, 'b');
+    const { cli, url, adminUrl } = await startTwoWorkers(t, a.url);
+    const { call: admin, backends } = upstreamApi(adminUrl);
+    const [original] = await backends();
+    assert.ok(original !== undefined);
+    assert.equal((await admin('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
+    const removed = await admin(
+      'DELETE',
+      `/upstreams/default/backends/${encodeURIComponent(original)}?now=1`,
+    );
+    assert.equal(removed.status, 200, removed.body.toString());
+
+    const sockets = () => cli.logs.filter((l) => l.msg === 'worker admin socket');
+    assert.equal(sockets().length, 2, 'both workers announced their admin socket');
+    const [victim] = sockets();
+    assert.ok(victim !== undefined && typeof victim.pid === 'number' && typeof victim.path === 'string');
+    process.kill(victim.pid, 'SIGKILL');
+    const replayed = await cli.waitForLog('admin changes replayed');
+    assert.notEqual(replayed.workerPid, victim.pid);
+    assert.equal(replayed.changes, 2, 'the PUT and the DELETE, in order');
+    // Without the primary's clean-up the killed worker's directory (and its socket) stays behind.
+    assert.equal(existsSync(dirname(victim.path)), false, 'the killed worker left its socket directory');
+
+    // Every worker, the new one included, holds b alone: one common answer, not a 502.
+    assert.deepEqual(await backends(), ['b']);
+    const before = a.requests;
+    const pids = new Set<unknown>();
+    for (let i = 0; i < 8; i++) {
+      const res = await httpRequest(`${url}/after-restart-${i}`);
+      assert.equal(res.body.toString(), 'b', `request ${i + 1} after the restart`);
+      pids.add((await cli.waitForLog('request', (l) => l.path === `/after-restart-${i}`)).pid);
+    }
+    assert.equal(a.requests, before);
+    assert.ok(pids.has(replayed.workerPid), 'the new worker served traffic');
 
     process.kill(cli.pid, 'SIGTERM');
     assert.deepEqual(await cli.exited, { code: 0, signal: null });
