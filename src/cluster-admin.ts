@@ -161,9 +161,8 @@ export class WorkerAdminRelay {
       }
       replayed++;
     }
-    if (replayed > 0)
-      this.#logger.info({ workerPid: worker.process.pid, changes: replayed }, 'admin changes replayed');
     if (!worker.isConnected()) return;
+    this.#logger.info({ workerPid: worker.process.pid, replayed }, 'worker takes admin requests');
     this.#sockets.set(worker.id, path);
     this.#announced.emit('socket');
   }

@@ -6,9 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { startTwoWorkers } from '../helpers/cli.ts';
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { freePort, startCli, startTwoWorkers } from '../helpers/cli.ts';
 import { httpRequest, startOrigin, type Cleanup } from '../helpers/servers.ts';
 
 /** An origin that answers every request with its own name. */
@@ -98,9 +99,9 @@ test(
     const [victim] = sockets();
     assert.ok(victim !== undefined && typeof victim.pid === 'number' && typeof victim.path === 'string');
     process.kill(victim.pid, 'SIGKILL');
-    const replayed = await cli.waitForLog('admin changes replayed');
+    const replayed = await cli.waitForLog('worker takes admin requests', (l) => l.replayed !== 0);
     assert.notEqual(replayed.workerPid, victim.pid);
-    assert.equal(replayed.changes, 2, 'the PUT and the DELETE, in order');
+    assert.equal(replayed.replayed, 2, 'the PUT and the DELETE, in order');
     // Without the primary's clean-up the killed worker's directory (and its socket) stays behind.
     assert.equal(existsSync(dirname(victim.path)), false, 'the killed worker left its socket directory');
 
@@ -115,6 +116,71 @@ test(
     }
     assert.equal(a.requests, before);
     assert.ok(pids.has(replayed.workerPid), 'the new worker served traffic');
+
+    process.kill(cli.pid, 'SIGTERM');
+    assert.deepEqual(await cli.exited, { code: 0, signal: null });
+  },
+);
+
+test(
+  'after a config reload a worker started in place of a dead one holds what the file says, like the others',
+  { timeout: 90_000 },
+  async (t) => {
+    const a = await named(t, 'a');
+    const b = await named(t, 'b');
+    const dir = mkdtempSync(join(tmpdir(), 'cairn-cluster-admin-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'cairn.json');
+    const [port, adminPort] = [await freePort(), await freePort()];
+    let version = 0;
+    const writeConfig = (): void => {
+      // Write-then-rename, as deploy tools do: the watchers never read a half-written file.
+      const next = join(dir, `next-${version++}.tmp`);
+      writeFileSync(
+        next,
+        JSON.stringify({
+          listen: `127.0.0.1:${port}`,
+          admin: `127.0.0.1:${adminPort}`,
+          workers: 2,
+          cache: { enabled: false },
+          log: { level: 'info' },
+          upstream: { backends: [new URL(a.url).host] },
+        }),
+      );
+      renameSync(next, file);
+    };
+    writeConfig();
+    const cli = startCli(t, ['--config', file]);
+    await cli.waitForLog('cluster listening');
+    const { call: admin, backends } = upstreamApi(`http://127.0.0.1:${adminPort}`);
+    assert.equal((await admin('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
+    assert.equal((await backends()).length, 2);
+
+    // The same file again: each worker re-applies it, so b goes from both (the file is the state again).
+    writeConfig();
+    const reloads = () => cli.logs.filter((l) => l.msg === 'config reloaded').length;
+    await cli.waitForLog('config reloaded', () => reloads() >= 2);
+    assert.deepEqual(await backends(), [new URL(a.url).host]);
+
+    const victim = await cli.waitForLog('worker admin socket');
+    assert.ok(typeof victim.pid === 'number');
+    process.kill(victim.pid, 'SIGKILL');
+    // Without the journal emptied by the reload, the new worker would be given the PUT again.
+    const admissions = () => cli.logs.filter((l) => l.msg === 'worker takes admin requests');
+    const admitted = await cli.waitForLog(
+      'worker takes admin requests',
+      (l) => admissions().indexOf(l) === 2,
+    );
+    assert.notEqual(admitted.workerPid, victim.pid);
+    assert.equal(admitted.replayed, 0);
+    assert.deepEqual(await backends(), [new URL(a.url).host]);
+    const pids = new Set<unknown>();
+    for (let i = 0; i < 8; i++) {
+      const res = await httpRequest(`http://127.0.0.1:${port}/after-reload-${i}`);
+      assert.equal(res.body.toString(), 'a', `request ${i + 1} after the reload and the restart`);
+      pids.add((await cli.waitForLog('request', (l) => l.path === `/after-reload-${i}`)).pid);
+    }
+    assert.ok(pids.has(admitted.workerPid), 'the new worker served traffic');
 
     process.kill(cli.pid, 'SIGTERM');
     assert.deepEqual(await cli.exited, { code: 0, signal: null });
