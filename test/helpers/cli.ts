@@ -3,6 +3,8 @@
  *
  * - `freePort()`: a port that was free a moment ago (bind 127.0.0.1:0, read it, close). For the
  *   cases that need to know the port before the process starts (the CLI, cluster mode).
+ * - `unusedPort()`: a free port below the kernel's ephemeral range, for a peer that must refuse
+ *   connections (or start late): no other test's port-0 listener can be given it meanwhile.
  * - `startCli(t, args, options?)` → `CliProcess`: `node --import tsx src/cli.ts …args` (or another
  *   script, e.g. `bin/cairn.js`), in a fresh temp directory (so the default on-disk cache and any
  *   other relative path land there, not in the checkout). Collects stdout (pino JSON lines, parsed) and
@@ -16,7 +18,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +39,34 @@ export async function freePort(): Promise<number> {
   server.close();
   await once(server, 'close');
   return port;
+}
+
+/**
+ * A free port below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`). A port from
+ * `freePort()` can be handed to another test's `listen(0)` as soon as it is closed, so a peer meant
+ * to refuse connections may answer instead; the kernel never hands out ports below that range.
+ */
+export async function unusedPort(): Promise<number> {
+  let low = 32768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch {
+    // Not Linux: keep the usual default.
+  }
+  const floor = Math.max(1024, low - 12_000);
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = floor + Math.floor(Math.random() * (low - floor));
+    const server = createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!bound) continue;
+    server.close();
+    await once(server, 'close');
+    return port;
+  }
+  throw new Error('no free port below the ephemeral range');
 }
 
 export interface Exit {

@@ -5,8 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, createServer } from 'node:net';
-import type { AddressInfo, Socket } from 'node:net';
+import { connect } from 'node:net';
+import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { CairnError, ERROR_CODES, HttpPeer, ProxyHttp } from '../../src/index.ts';
 import type { ErrorCode, MaybePromise, ProxyHttpOptions, Session } from '../../src/index.ts';
@@ -19,6 +19,7 @@ import {
   startRawOrigin,
 } from '../helpers/servers.ts';
 import type { Cairn, Cleanup, LogLine } from '../helpers/servers.ts';
+import { unusedPort } from '../helpers/cli.ts';
 
 const LIMIT = { timeout: 20_000 };
 const STALLED_LISTENER = fileURLToPath(new URL('./fixtures/engine-stalled-listener.ts', import.meta.url));
@@ -33,15 +34,6 @@ class ToPeers extends ProxyHttp {
   override upstreamPeer(session: Session): HttpPeer {
     return this.peers[Math.min(session.attempts, this.peers.length) - 1]!;
   }
-}
-
-/** A 127.0.0.1 port nothing listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** The access line for `path`, once written. */
@@ -76,7 +68,7 @@ test(
   'connection refused: 502 CAIRN_ERR_UPSTREAM_CONNECT with the default failToProxy page',
   LIMIT,
   async (t) => {
-    const cairn = await startCairn(t, new ToPeers([new HttpPeer(`http://127.0.0.1:${await closedPort()}`)]));
+    const cairn = await startCairn(t, new ToPeers([new HttpPeer(`http://127.0.0.1:${await unusedPort()}`)]));
 
     const res = await httpRequest(`${cairn.url}/refused`);
     const line = await accessLine(cairn, '/refused');
@@ -206,7 +198,7 @@ test('the origin resets mid-body: the client sees the truncation', LIMIT, async 
 
 test('failToConnect asking for a retry goes to the next peer and succeeds', LIMIT, async (t) => {
   const good = await startOrigin(t, (_req, res) => res.end('from the second peer'));
-  const dead = new HttpPeer(`http://127.0.0.1:${await closedPort()}`);
+  const dead = new HttpPeer(`http://127.0.0.1:${await unusedPort()}`);
   const seen: string[] = [];
   class NextPeer extends ToPeers {
     override failToConnect(
@@ -234,7 +226,7 @@ test('failToConnect asking for a retry goes to the next peer and succeeds', LIMI
 });
 
 test('failToConnect retries stop at maxRetries', LIMIT, async (t) => {
-  const dead = new HttpPeer(`http://127.0.0.1:${await closedPort()}`);
+  const dead = new HttpPeer(`http://127.0.0.1:${await unusedPort()}`);
   class AlwaysRetry extends ToPeers {
     override failToConnect(
       _s: Session,
@@ -336,7 +328,7 @@ test('failToProxy defaults: 503 for CAIRN_ERR_UPSTREAM_UNAVAILABLE, 502 for no p
 });
 
 test('a custom failToProxy writes its own page and its status is what gets logged', LIMIT, async (t) => {
-  const dead = new HttpPeer(`http://127.0.0.1:${await closedPort()}`);
+  const dead = new HttpPeer(`http://127.0.0.1:${await unusedPort()}`);
   const seen: CairnError[] = [];
   class OwnPage extends ToPeers {
     override async failToProxy(session: Session, error: CairnError): Promise<number> {
@@ -360,7 +352,7 @@ test('a custom failToProxy writes its own page and its status is what gets logge
 });
 
 test('a failToProxy that writes nothing does not leave the client waiting', LIMIT, async (t) => {
-  const dead = new HttpPeer(`http://127.0.0.1:${await closedPort()}`);
+  const dead = new HttpPeer(`http://127.0.0.1:${await unusedPort()}`);
   class Silent extends ToPeers {
     override failToProxy(): MaybePromise<number> {
       return 0;

@@ -19,7 +19,7 @@ import {
   type Cleanup,
   type Origin,
 } from '../helpers/servers.ts';
-import { freePort } from '../helpers/nginx.ts';
+import { unusedPort } from '../helpers/cli.ts';
 
 /** An origin that answers its own name (and `/healthz` as `health()` says). */
 async function named(
@@ -138,7 +138,7 @@ void test('ketama by URI: every URI lands on the backend the nginx-exact ring na
 
 void test('a refused connection is retried on the next backend not yet tried; all down answers a coded 503', async (t) => {
   const a = await named(t, 'a');
-  const deadPort = await freePort();
+  const deadPort = await unusedPort();
   const { client, proxy, cairn } = await start(t, {
     upstream: { backends: [`127.0.0.1:${deadPort}`, a.id], passive: false, breaker: false },
   });
@@ -252,7 +252,7 @@ void test('active checks mark a failing backend down (HTTP and TCP) and traffic 
   assert.deepEqual(count(await answers(client, 4)), { a: 2, b: 2 });
 
   // TCP: a backend whose port refuses connections goes down without a request being sent to it.
-  const deadPort = await freePort();
+  const deadPort = await unusedPort();
   const tcp = await start(t, {
     upstream: {
       backends: [b.id, `127.0.0.1:${deadPort}`],

@@ -4,12 +4,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { HttpPeer, ProxyHttp } from '../../src/index.ts';
 import type { CairnError, Session } from '../../src/index.ts';
 import { RawClient, httpRequest, startCairn, startOrigin } from '../helpers/servers.ts';
 import type { Cairn, LogLine } from '../helpers/servers.ts';
+import { unusedPort } from '../helpers/cli.ts';
 
 const LIMIT = { timeout: 20_000 };
 
@@ -22,14 +21,6 @@ class ToPeers extends ProxyHttp {
   override upstreamPeer(session: Session): HttpPeer {
     return this.peers[Math.min(session.attempts, this.peers.length) - 1]!;
   }
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Wait for the access line of `path` (written right after the request's metrics are recorded). */
@@ -80,7 +71,7 @@ test(
       }
       // '/hang' never answers
     });
-    const dead = new HttpPeer(`http://127.0.0.1:${await closedPort()}`);
+    const dead = new HttpPeer(`http://127.0.0.1:${await unusedPort()}`);
     class Routes extends ProxyHttp {
       override upstreamPeer(session: Session): HttpPeer {
         if (session.path === '/dead') return dead;
@@ -151,7 +142,7 @@ test(
   LIMIT,
   async (t) => {
     const origin = await startOrigin(t, (_req, res) => res.end('twelve bytes'));
-    const dead = new HttpPeer(`http://127.0.0.1:${await closedPort()}`);
+    const dead = new HttpPeer(`http://127.0.0.1:${await unusedPort()}`);
     class Routes extends ProxyHttp {
       override upstreamPeer(session: Session): HttpPeer {
         return session.path === '/dead' ? dead : origin.peer();

@@ -12,7 +12,7 @@ import { GatewayProxy } from '../../hooks/index.ts';
 import type { GatewayCtx, RouteAnswer } from '../../hooks/index.ts';
 import type { CairnError, HttpPeer, Session } from '../../src/index.ts';
 import { httpRequest, startCairn, startOrigin, type Cleanup } from '../helpers/servers.ts';
-import { freePort } from '../helpers/nginx.ts';
+import { unusedPort } from '../helpers/cli.ts';
 
 async function named(t: Cleanup, name: string): Promise<string> {
   const origin = await startOrigin(t, (_req, res) =>
@@ -83,7 +83,7 @@ void test('answers are cached per host + path prefix for their TTL; unknown rout
 
 void test('a cached target that refuses the connection is invalidated and the function asked again', async (t) => {
   const live = await named(t, 'live');
-  const dead = `http://127.0.0.1:${await freePort()}`;
+  const dead = `http://127.0.0.1:${await unusedPort()}`;
   // First answer: a target that has gone away; the second: where the service lives now.
   const fn = recorder((_h, _p, call) => ({ targets: [call === 1 ? dead : live] }));
   const gateway = new GatewayProxy({ resolve: fn.resolve, waitForTargetMs: 0 });
@@ -110,7 +110,7 @@ void test('a cached target that refuses the connection is invalidated and the fu
 });
 
 void test('a target that starts late is waited for with backoff, up to a deadline', async (t) => {
-  const port = await freePort();
+  const port = await unusedPort();
   const fn = recorder(() => ({ targets: [`http://127.0.0.1:${port}`] }));
   let waiting!: () => void;
   const waitingStarted = new Promise<void>((resolve) => (waiting = resolve));
@@ -148,7 +148,7 @@ void test('a target that starts late is waited for with backoff, up to a deadlin
   assert.equal(fn.calls.length, 2, 'waiting does not hammer the routing function');
 
   // The deadline: a target that never starts fails with the connect error, not a hang.
-  const never = `http://127.0.0.1:${await freePort()}`;
+  const never = `http://127.0.0.1:${await unusedPort()}`;
   const impatient = new GatewayProxy({
     resolve: () => ({ targets: [never] }),
     waitForTargetMs: 200,
