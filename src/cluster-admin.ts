@@ -101,10 +101,10 @@ interface JournalEntry {
 
 /** The primary's half: knows each worker's admin socket and forwards requests to all of them. */
 export class WorkerAdminRelay {
-  /** Workers ready for forwarded requests (announced, and given the journal), by cluster id. */
+  /** Each worker's announced socket, by cluster id: its directory is removed when the worker exits. */
   readonly #sockets = new Map<number, string>();
-  /** Every worker's announced socket, ready or not: its directory is removed when the worker exits. */
-  readonly #announcedPaths = new Map<number, string>();
+  /** Workers ready for forwarded requests: announced, and given the journal. */
+  readonly #admitted = new Set<number>();
   readonly #announced = new EventEmitter();
   readonly #logger: Logger;
   readonly #journal: JournalEntry[] = [];
@@ -118,7 +118,7 @@ export class WorkerAdminRelay {
     this.#logger = logger;
     cluster.on('message', (worker: Worker, message: unknown) => {
       if (isAdminSocketMessage(message)) {
-        this.#announcedPaths.set(worker.id, message.path);
+        this.#sockets.set(worker.id, message.path);
         this.#announced.emit('socket');
         void this.#serialized(() => this.#admit(worker, message.path));
       } else if (isConfigReloadedMessage(message)) {
@@ -128,9 +128,9 @@ export class WorkerAdminRelay {
       }
     });
     cluster.on('exit', (worker: Worker) => {
+      this.#admitted.delete(worker.id);
+      const path = this.#sockets.get(worker.id);
       this.#sockets.delete(worker.id);
-      const path = this.#announcedPaths.get(worker.id);
-      this.#announcedPaths.delete(worker.id);
       // A worker that shut down removed its directory itself; one that was killed could not.
       if (path !== undefined) removeSocketDir(path);
     });
@@ -163,7 +163,7 @@ export class WorkerAdminRelay {
     }
     if (!worker.isConnected()) return;
     this.#logger.info({ workerPid: worker.process.pid, replayed }, 'worker takes admin requests');
-    this.#sockets.set(worker.id, path);
+    this.#admitted.add(worker.id);
     this.#announced.emit('socket');
   }
 
@@ -253,10 +253,10 @@ export class WorkerAdminRelay {
         (w): w is Worker => w !== undefined && w.isConnected(),
       );
       const left = deadline - Date.now();
-      if (left <= 0 || connected.every((w) => this.#announcedPaths.has(w.id))) {
+      if (left <= 0 || connected.every((w) => this.#sockets.has(w.id))) {
         return connected.flatMap((w) => {
           const path = this.#sockets.get(w.id);
-          return path === undefined ? [] : [[w, path] as const];
+          return path === undefined || !this.#admitted.has(w.id) ? [] : [[w, path] as const];
         });
       }
       await Promise.race([

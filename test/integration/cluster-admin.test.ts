@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { freePort, startCli, startTwoWorkers } from '../helpers/cli.ts';
-import { httpRequest, startOrigin, type Cleanup } from '../helpers/servers.ts';
+import { freePort, startCli, startTwoWorkers, type CliProcess } from '../helpers/cli.ts';
+import { httpRequest, startOrigin, type Cleanup, type Origin } from '../helpers/servers.ts';
 
 /** An origin that answers every request with its own name. */
 function named(t: Cleanup, name: string) {
@@ -37,6 +37,39 @@ function upstreamApi(adminUrl: string) {
   return { call, backends };
 }
 
+type UpstreamApi = ReturnType<typeof upstreamApi>;
+
+/** Through the API: add backend `b`, then remove the group's original one (`?wait=1` or `?now=1`). */
+async function replaceOriginalWith(api: UpstreamApi, b: Origin, removal: 'wait' | 'now'): Promise<void> {
+  const [original] = await api.backends();
+  assert.ok(original !== undefined);
+  assert.equal((await api.call('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
+  const removed = await api.call(
+    'DELETE',
+    `/upstreams/default/backends/${encodeURIComponent(original)}?${removal}=1`,
+  );
+  assert.equal(removed.status, 200, removed.body.toString());
+}
+
+/**
+ * Eight requests on new connections (dealt round robin to the workers), each answered `body`;
+ * resolves to the pids of the workers that served them.
+ */
+async function expectEvery(cli: CliProcess, url: string, tag: string, body: string): Promise<Set<unknown>> {
+  const pids = new Set<unknown>();
+  for (let i = 0; i < 8; i++) {
+    const res = await httpRequest(`${url}/${tag}-${i}`);
+    assert.equal(res.body.toString(), body, `request ${i + 1} (${tag})`);
+    pids.add((await cli.waitForLog('request', (l) => l.path === `/${tag}-${i}`)).pid);
+  }
+  return pids;
+}
+
+async function stop(cli: CliProcess): Promise<void> {
+  process.kill(cli.pid, 'SIGTERM');
+  assert.deepEqual(await cli.exited, { code: 0, signal: null });
+}
+
 test(
   'with --workers 2 the upstream API changes the backends of both workers',
   { timeout: 90_000 },
@@ -44,36 +77,21 @@ test(
     const a = await named(t, 'a');
     const b = await named(t, 'b');
     const { cli, url, adminUrl } = await startTwoWorkers(t, a.url);
-    const { call: admin, backends } = upstreamApi(adminUrl);
-
-    const [original] = await backends();
-    assert.ok(original !== undefined);
-    assert.equal((await admin('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
-    const removed = await admin(
-      'DELETE',
-      `/upstreams/default/backends/${encodeURIComponent(original)}?wait=1`,
-    );
-    assert.equal(removed.status, 200, removed.body.toString());
-    assert.deepEqual(await backends(), ['b']);
+    const api = upstreamApi(adminUrl);
+    await replaceOriginalWith(api, b, 'wait');
+    assert.deepEqual(await api.backends(), ['b']);
 
     // New connections are dealt round robin: both workers answer, and both now send to b only.
     const before = a.requests;
-    for (let i = 0; i < 8; i++) {
-      const res = await httpRequest(`${url}/after-${i}`);
-      assert.equal(res.body.toString(), 'b', `request ${i + 1} after the change`);
-    }
+    const pids = await expectEvery(cli, url, 'after', 'b');
     assert.equal(a.requests, before);
-    const pids = new Set<unknown>();
-    for (let i = 0; i < 8; i++)
-      pids.add((await cli.waitForLog('request', (l) => l.path === `/after-${i}`)).pid);
     assert.equal(pids.size, 2, 'both workers served traffic after the change');
 
     // A bad request is refused the same way by every worker: their common answer, not a 502.
-    const bad = await admin('PATCH', '/upstreams/default', { algorithm: 'fastest' });
+    const bad = await api.call('PATCH', '/upstreams/default', { algorithm: 'fastest' });
     assert.equal(bad.status, 400, bad.body.toString());
 
-    process.kill(cli.pid, 'SIGTERM');
-    assert.deepEqual(await cli.exited, { code: 0, signal: null });
+    await stop(cli);
   },
 );
 
@@ -84,15 +102,8 @@ test(
     const a = await named(t, 'a');
     const b = await named(t, 'b');
     const { cli, url, adminUrl } = await startTwoWorkers(t, a.url);
-    const { call: admin, backends } = upstreamApi(adminUrl);
-    const [original] = await backends();
-    assert.ok(original !== undefined);
-    assert.equal((await admin('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
-    const removed = await admin(
-      'DELETE',
-      `/upstreams/default/backends/${encodeURIComponent(original)}?now=1`,
-    );
-    assert.equal(removed.status, 200, removed.body.toString());
+    const api = upstreamApi(adminUrl);
+    await replaceOriginalWith(api, b, 'now');
 
     const sockets = () => cli.logs.filter((l) => l.msg === 'worker admin socket');
     assert.equal(sockets().length, 2, 'both workers announced their admin socket');
@@ -106,19 +117,13 @@ test(
     assert.equal(existsSync(dirname(victim.path)), false, 'the killed worker left its socket directory');
 
     // Every worker, the new one included, holds b alone: one common answer, not a 502.
-    assert.deepEqual(await backends(), ['b']);
+    assert.deepEqual(await api.backends(), ['b']);
     const before = a.requests;
-    const pids = new Set<unknown>();
-    for (let i = 0; i < 8; i++) {
-      const res = await httpRequest(`${url}/after-restart-${i}`);
-      assert.equal(res.body.toString(), 'b', `request ${i + 1} after the restart`);
-      pids.add((await cli.waitForLog('request', (l) => l.path === `/after-restart-${i}`)).pid);
-    }
+    const pids = await expectEvery(cli, url, 'after-restart', 'b');
     assert.equal(a.requests, before);
     assert.ok(pids.has(replayed.workerPid), 'the new worker served traffic');
 
-    process.kill(cli.pid, 'SIGTERM');
-    assert.deepEqual(await cli.exited, { code: 0, signal: null });
+    await stop(cli);
   },
 );
 
@@ -152,15 +157,15 @@ test(
     writeConfig();
     const cli = startCli(t, ['--config', file]);
     await cli.waitForLog('cluster listening');
-    const { call: admin, backends } = upstreamApi(`http://127.0.0.1:${adminPort}`);
-    assert.equal((await admin('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
-    assert.equal((await backends()).length, 2);
+    const api = upstreamApi(`http://127.0.0.1:${adminPort}`);
+    assert.equal((await api.call('PUT', '/upstreams/default/backends/b', { address: b.url })).status, 201);
+    assert.equal((await api.backends()).length, 2);
 
     // The same file again: each worker re-applies it, so b goes from both (the file is the state again).
     writeConfig();
     const reloads = () => cli.logs.filter((l) => l.msg === 'config reloaded').length;
     await cli.waitForLog('config reloaded', () => reloads() >= 2);
-    assert.deepEqual(await backends(), [new URL(a.url).host]);
+    assert.deepEqual(await api.backends(), [new URL(a.url).host]);
 
     const victim = await cli.waitForLog('worker admin socket');
     assert.ok(typeof victim.pid === 'number');
@@ -173,16 +178,10 @@ test(
     );
     assert.notEqual(admitted.workerPid, victim.pid);
     assert.equal(admitted.replayed, 0);
-    assert.deepEqual(await backends(), [new URL(a.url).host]);
-    const pids = new Set<unknown>();
-    for (let i = 0; i < 8; i++) {
-      const res = await httpRequest(`http://127.0.0.1:${port}/after-reload-${i}`);
-      assert.equal(res.body.toString(), 'a', `request ${i + 1} after the reload and the restart`);
-      pids.add((await cli.waitForLog('request', (l) => l.path === `/after-reload-${i}`)).pid);
-    }
+    assert.deepEqual(await api.backends(), [new URL(a.url).host]);
+    const pids = await expectEvery(cli, `http://127.0.0.1:${port}`, 'after-reload', 'a');
     assert.ok(pids.has(admitted.workerPid), 'the new worker served traffic');
 
-    process.kill(cli.pid, 'SIGTERM');
-    assert.deepEqual(await cli.exited, { code: 0, signal: null });
+    await stop(cli);
   },
 );
